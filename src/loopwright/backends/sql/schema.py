@@ -126,4 +126,3 @@ artifacts = Table(
     Column("digest", String(64), nullable=False, index=True),
     Column("size", BigInteger, nullable=False),
 )
-

@@ -1,0 +1,22 @@
+"""JSON responses built with orjson, and the one shape every error takes on the wire."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+from loopwright.errors import LoopwrightError, http_status
+
+
+def json_response(content: Any, status_code: int = 200) -> Response:
+    """orjson is several times faster than ``json.dumps`` on the big metric payloads."""
+    return Response(
+        orjson.dumps(content, default=str), status_code=status_code, media_type="application/json"
+    )
+
+
+def error_response(exc: LoopwrightError) -> Response:
+    """``{"error": {"code", "message", "field"?, "details"?}}`` with the status from the table."""
+    return json_response({"error": exc.to_dict()}, http_status(exc))
