@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,21 +43,28 @@ def _pipeline() -> Pipeline:
 
 def _all_runs(client: lw.Client) -> list:
     """Every run of the store, through the client's search (all experiments)."""
-    experiments = [e.id for e in client.search_experiments()]
+    experiments = [e.id for e in client.list_experiments()]
     return client.search_runs(experiments).items
 
 
-def test_pipeline_fit_is_logged(tracking_dir: Path, data: tuple[np.ndarray, np.ndarray]) -> None:
+def test_pipeline_fit_is_logged(
+    tracking_dir: Path, data: tuple[np.ndarray, np.ndarray], caplog: pytest.LogCaptureFixture
+) -> None:
     X, y = data
-    with lw.start_run() as active:
+    with (
+        caplog.at_level(logging.WARNING, logger="loopwright.tracking.autolog"),
+        lw.start_run() as active,
+    ):
         model = _pipeline().fit(X, y)
         run_id = active.id
+    assert caplog.records == []  # every logging step succeeded
     client = lw.Client(str(tracking_dir))
     run = client.get_run(run_id)
 
     assert run.params["memory"] == "None"
     assert "steps" in run.params
     assert run.tags["lw.model.flavor"] == "sklearn"
+    assert run.tags["lw.model.path"] == MODEL_ARTIFACT
     assert run.tags["lw.estimator"] == "sklearn.pipeline.Pipeline"
     assert run.metrics["training_score"] == pytest.approx(model.score(X, y))
     assert run.metrics["fit_duration_s"] > 0
@@ -81,9 +89,7 @@ def test_fit_without_active_run_gets_its_own_finished_run(
     assert "training_score" in runs[0].metrics
 
 
-def test_pipeline_fit_logs_one_run(
-    tracking_dir: Path, data: tuple[np.ndarray, np.ndarray]
-) -> None:
+def test_pipeline_fit_logs_one_run(tracking_dir: Path, data: tuple[np.ndarray, np.ndarray]) -> None:
     _pipeline().fit(*data)
     assert len(_all_runs(lw.Client(str(tracking_dir)))) == 1
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -41,7 +43,7 @@ def data() -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
-def _fitted_logreg(data: tuple[np.ndarray, np.ndarray]) -> object:
+def _fitted_logreg(data: tuple[np.ndarray, np.ndarray]) -> Any:
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(*data)
 
 

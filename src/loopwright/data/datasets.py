@@ -73,7 +73,7 @@ def _array_content(table: np.ndarray) -> bytes | memoryview:
     """Raw bytes for plain dtypes; objects go through pandas, as their bytes are pointers."""
     if table.dtype.hasobject:
         return _frame_content(pd.DataFrame(table))
-    return memoryview(np.ascontiguousarray(table)).cast("B")
+    return np.ascontiguousarray(table).data.cast("B")
 
 
 def _frame_content(df: pd.DataFrame) -> bytes | memoryview:
@@ -83,13 +83,13 @@ def _frame_content(df: pd.DataFrame) -> bytes | memoryview:
         hashes = pd.util.hash_pandas_object(df, index=False)
     except TypeError:  # unhashable cells (lists, dicts): hash their repr instead
         hashes = pd.util.hash_pandas_object(_repr_objects(df), index=False)
-    return memoryview(np.ascontiguousarray(hashes.to_numpy(dtype=np.uint64))).cast("B")
+    return np.ascontiguousarray(hashes.to_numpy(dtype=np.uint64)).data.cast("B")
 
 
 def _repr_objects(df: pd.DataFrame) -> pd.DataFrame:
     out = df.copy()
     for i, dtype in enumerate(df.dtypes):
-        if dtype == object:
+        if pd.api.types.is_object_dtype(dtype):
             out.isetitem(i, df.iloc[:, i].map(repr))
     return out
 

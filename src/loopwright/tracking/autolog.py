@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from loopwright.registry.flavors import FLAVOR_SKLEARN, SKLEARN_FILE_NAME, save_sklearn
+from loopwright.registry.flavors import SKLEARN_FILE_NAME
 
 __all__ = ["autolog"]
 
@@ -148,9 +148,10 @@ def _logged_fit(
     start = time.perf_counter()
     try:
         result = original(estimator, *args, **kwargs)
-    except BaseException:
+    except BaseException as exc:
         if owned:
-            _best_effort(lambda: run.end(status="FAILED"), "end the run")
+            status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+            _best_effort(lambda: run.end(status=status), "end the run")
         raise
     duration = time.perf_counter() - start
     _best_effort(lambda: _log_metrics(run, estimator, X, y, duration), "log metrics")
@@ -193,8 +194,7 @@ def _log_metrics(run: Any, estimator: Any, X: Any, y: Any, duration: float) -> N
 
 
 def _log_model(run: Any, estimator: Any) -> None:
-    run.log_bytes(save_sklearn(estimator), MODEL_ARTIFACT)
-    run.set_tags({"lw.model.flavor": FLAVOR_SKLEARN})
+    run.log_model(estimator, "model")  # -> model/model.skops, tagged lw.model.flavor=sklearn
 
 
 def _log_new_params(run: Any, params: dict[str, Any]) -> None:
