@@ -96,7 +96,12 @@ class Client:
         self._stores: tuple[TrackingStore, ArtifactStore] | None = None
 
     def __repr__(self) -> str:
-        return f"Client({self.settings.tracking_uri or str(default_home())!r})"
+        return f"Client({self.tracking_uri!r})"
+
+    @property
+    def tracking_uri(self) -> str:
+        """The URI as the user gave it (or the embedded default it stands for)."""
+        return self.settings.tracking_uri or str(default_home())
 
     @property
     def tracking(self) -> TrackingStore:

@@ -30,7 +30,7 @@ def set_tracking_uri(uri: str | None) -> None:
 
 
 def get_tracking_uri() -> str:
-    return repr(default_client()).removeprefix("Client(").removesuffix(")").strip("'")
+    return default_client().tracking_uri
 
 
 def default_client() -> Client:

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, NoReturn
 
@@ -93,6 +93,7 @@ _PREFIXES: dict[str, Entity] = {
 _VALID_PREFIXES = "metrics., params., tags., attributes. (or a bare attribute name)"
 _LIKE_OPS = {"LIKE", "ILIKE", "NOT LIKE", "NOT ILIKE"}
 _ORDER_OPS = {"<", "<=", ">", ">="}
+_MAX_DEPTH = 50  # of NOT and parentheses: well past any real filter, far below Python's limit
 
 
 # --------------------------------------------------------------------------------------- AST
@@ -196,19 +197,18 @@ _NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?(?![A-Za-z0-
 _OPERATOR = re.compile(r"==|!=|<=|>=|=|<|>")
 
 
-def _tokenize(text: str) -> list[_Token]:
-    """Split ``text`` into tokens, resolving the one context rule: a quote right after a dot."""
-    tokens: list[_Token] = []
+def _tokenize(text: str) -> Iterator[_Token]:
+    """Yield tokens lazily, so the first error in reading order is the one reported."""
     pos = 0
     while True:
         space = _SPACE.match(text, pos)
         if space:
             pos = space.end()
         if pos >= len(text):
-            tokens.append(_Token("end", "end of input", pos))
-            return tokens
+            yield _Token("end", "end of input", pos)
+            return
         token = _next_token(text, pos)
-        tokens.append(token)
+        yield token
         pos = token.pos + len(token.text)
 
 
@@ -235,8 +235,8 @@ def _word_or_field(text: str, pos: int, end: int) -> _Token:
     prefix, key_pos = text[pos:end], end + 1
     if key_pos < len(text) and text[key_pos] in '`"':
         key, key_end = _read_quoted(text, key_pos)
-    elif key := _KEY.match(text, key_pos):
-        key, key_end = key.group(), key.end()
+    elif bare := _KEY.match(text, key_pos):
+        key, key_end = bare.group(), bare.end()
     else:
         raise _ParseError(f"missing key after '{prefix}.'", key_pos, "quote unusual keys: `a b`")
     return _Token("field", text[pos:key_end], pos, key, prefix)
@@ -271,20 +271,17 @@ def _number_value(literal: str, pos: int) -> int | float:
 
 
 class _Parser:
-    """Recursive descent over the token list; one method per grammar rule."""
+    """Recursive descent with one token of lookahead; one method per grammar rule."""
 
-    def __init__(self, tokens: list[_Token]) -> None:
-        self.tokens = tokens
-        self.index = 0
-
-    @property
-    def current(self) -> _Token:
-        return self.tokens[self.index]
+    def __init__(self, text: str) -> None:
+        self.tokens = _tokenize(text)
+        self.current = next(self.tokens)
+        self.depth = 0
 
     def advance(self) -> _Token:
         token = self.current
         if token.kind != "end":
-            self.index += 1
+            self.current = next(self.tokens)
         return token
 
     def at_keyword(self, *words: str) -> bool:
@@ -330,15 +327,19 @@ class _Parser:
         return items[0] if len(items) == 1 else And(tuple(items))
 
     def parse_not(self) -> Expr:
-        if self.at_keyword("NOT"):
-            self.advance()
-            return Not(self.parse_not())
-        if self.at_punct("("):
-            self.advance()
+        """NOT and parentheses are where the parser recurses, so they bound the depth."""
+        if not self.at_keyword("NOT") and not self.at_punct("("):
+            return self.parse_comparison()
+        self.depth += 1
+        if self.depth > _MAX_DEPTH:
+            raise _ParseError("filter nested too deeply", self.current.pos, f"max {_MAX_DEPTH}")
+        if self.advance().kind == "word":
+            expr: Expr = Not(self.parse_not())
+        else:
             expr = self.parse_or()
             self.expect_punct(")", "')'")
-            return expr
-        return self.parse_comparison()
+        self.depth -= 1
+        return expr
 
     def parse_comparison(self) -> Expr:
         field = self.parse_field()
@@ -513,7 +514,7 @@ def parse_filter(text: str | None) -> Expr | None:
     if text is None or not text.strip():
         return None
     try:
-        return _Parser(_tokenize(text)).parse()
+        return _Parser(text).parse()
     except _ParseError as exc:
         message = f"{exc.message}\n{_caret(text, exc.pos)}"
         raise MalformedFilter(message, field="filter", position=exc.pos) from None
@@ -538,7 +539,7 @@ def parse_order_by(items: Sequence[str] | None) -> list[OrderKey]:
 
 
 def _parse_order_item(item: str) -> OrderKey:
-    parser = _Parser(_tokenize(item))
+    parser = _Parser(item)
     if parser.current.kind == "end":
         parser.fail("a field such as metrics.auc")
     field = parser.parse_field()

@@ -50,7 +50,7 @@ from loopwright.tracking.search import (
     Value,
 )
 
-__all__ = ["NUMBER_PATTERN", "apply_search"]
+__all__ = ["NUMBER_PATTERN", "apply_search", "like_to_glob", "order_clauses"]
 
 #: When a param or tag value counts as a number (the same rule on every database): an optional
 #: sign, digits with an optional fraction, and an exponent of at most three digits. The bounded
@@ -165,7 +165,8 @@ def apply_search(
 
     ``dialect_name`` is ``engine.dialect.name`` (``"sqlite"`` or ``"postgresql"``). The ORDER BY
     always ends with ``start_time DESC, id`` so offset or keyset pagination is stable; pass a
-    statement without its own ORDER BY (these clauses are appended).
+    statement without its own ORDER BY (these clauses are appended) that selects FROM
+    ``schema.runs`` itself, not an alias: the subqueries correlate with that table.
     """
     dialect = _dialect(dialect_name)
     if filter_expr is not None:
