@@ -95,17 +95,22 @@ FLAVORS: dict[str, Flavor] = {
 }
 
 
+#: scikit-learn's own plain data holders that skops does not list as trusted (yet). Loading them
+#: sets attributes on a known class and runs no code from the file, so they need no review.
+KNOWN_SAFE_TYPES = frozenset({"sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"})
+
+
 def _allowed_types(untrusted: list[str], trusted: bool | Sequence[str]) -> list[str]:
     if trusted is True:
         return list(untrusted)
     if trusted is False:
-        return []
+        return [t for t in untrusted if t in KNOWN_SAFE_TYPES]
     if isinstance(trusted, str | bytes) or not isinstance(trusted, Sequence):
         raise InvalidInput(
             "trusted must be True, False or a list of fully qualified type names",
             field="trusted",
         )
-    return [str(t) for t in trusted]
+    return [str(t) for t in trusted] + [t for t in untrusted if t in KNOWN_SAFE_TYPES]
 
 
 def _refuse_untrusted(missing: list[str]) -> None:
