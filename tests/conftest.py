@@ -106,7 +106,9 @@ def make_client(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Cl
     tracking, artifacts = open_stores(server_settings)
     http = TestClient(create_app(tracking, artifacts, server_settings))
     request.addfinalizer(http.close)
-    return Client("http://testserver", settings=settings, http_client=http)
+    remote = Client("http://testserver", settings=settings, http_client=http)
+    remote.server_artifacts = artifacts  # type: ignore[attr-defined]  # for tampering tests
+    return remote
 
 
 def free_port() -> int:

@@ -5,8 +5,9 @@ that name the field, and to publish the OpenAPI document. Responses are built by
 :mod:`loopwright.backends.rest.wire` (shared with the REST backend) and checked against these
 models by FastAPI, so a drift between the two fails loudly in the tests.
 
-The metric batch is the exception: it is parsed by :func:`~loopwright.backends.rest.wire.parse_batch`
-for speed, and :class:`BatchCreate` only documents it.
+The metric batch is the exception: it is parsed by
+:func:`~loopwright.backends.rest.wire.parse_batch` for speed, and :class:`BatchCreate` only
+documents it.
 """
 
 from __future__ import annotations

@@ -1,0 +1,73 @@
+"""The loopwright HTTP server: ``create_app`` wires routers, error handlers and the body limit.
+
+The app holds no state of its own beyond the stores it is given, so the same function serves the
+production server (``main.app_from_env``) and in-process tests over a temporary SQLite file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from loopwright.config import Settings
+from loopwright.server import handlers
+from loopwright.server.limits import BodySizeLimit
+from loopwright.server.routers import blobs, experiments, health, runs
+from loopwright.server.schemas import ErrorResponse
+from loopwright.tracking.store import ArtifactStore, TrackingStore
+
+API_PREFIX = "/api/v1"
+
+#: Documented on every API route; the body is always ``{"error": {...}}``.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in [
+        (400, "Invalid input (names the field)"),
+        (404, "Not found"),
+        (409, "Already exists or conflicts with stored state"),
+        (413, "Request body too large"),
+        (500, "Internal error"),
+        (503, "Store unavailable or schema outdated"),
+    ]
+}
+
+
+def create_app(
+    tracking: TrackingStore,
+    artifacts: ArtifactStore,
+    settings: Settings,
+    *,
+    close_stores: bool = False,
+) -> FastAPI:
+    """Build the app over ready stores; ``close_stores`` makes shutdown close the tracking store."""
+    app = FastAPI(
+        title="loopwright",
+        version=health.package_version(),
+        lifespan=_closing(tracking) if close_stores else None,
+    )
+    app.state.tracking = tracking
+    app.state.artifacts = artifacts
+    app.state.settings = settings
+    handlers.install(app)
+    app.include_router(health.router)
+    for module in (experiments, runs, blobs):
+        app.include_router(module.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_request_bytes,
+        max_blob_bytes=settings.max_artifact_bytes,
+        blob_prefix=f"{API_PREFIX}/blobs/",
+    )
+    return app
+
+
+def _closing(tracking: TrackingStore) -> Any:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        tracking.close()
+
+    return lifespan

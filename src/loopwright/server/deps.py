@@ -1,0 +1,30 @@
+"""Dependencies: the stores and settings ``create_app`` was given, read from ``app.state``.
+
+Routers never build stores; they receive them, so the same routes serve SQLite, PostgreSQL or a
+test double.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from loopwright.config import Settings
+from loopwright.tracking.store import ArtifactStore, TrackingStore
+
+
+def get_tracking(request: Request) -> TrackingStore:
+    return request.app.state.tracking
+
+
+def get_artifacts(request: Request) -> ArtifactStore:
+    return request.app.state.artifacts
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+Tracking = Annotated[TrackingStore, Depends(get_tracking)]
+Artifacts = Annotated[ArtifactStore, Depends(get_artifacts)]

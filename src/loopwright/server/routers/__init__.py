@@ -1,0 +1,1 @@
+"""Thin routers: validate the request, make one store call, shape the answer with ``wire``."""
