@@ -181,6 +181,23 @@ class Client:
     def get_run(self, run_id: str) -> Run:
         return self.tracking.get_run(run_id)
 
+    def resolve_run_id(self, prefix: str) -> str:
+        """A full run id from a unique prefix (at least 4 characters), as ``git`` does for commits."""
+        v.identifier("run_id", prefix)
+        if len(prefix) == 32:
+            return prefix
+        if len(prefix) < 4:
+            raise InvalidInput("run_id prefix must have at least 4 characters", field="run_id")
+        page = self.tracking.search_runs(None, f"id LIKE '{prefix}%'", None, 3)
+        ids = [r.id for r in page.items]
+        if not ids:
+            raise NotFound(f"no run id starts with {prefix!r}", field="run_id")
+        if len(ids) > 1:
+            raise InvalidInput(
+                f"run id prefix {prefix!r} is ambiguous: {', '.join(ids)}", field="run_id"
+            )
+        return ids[0]
+
     def end_run(self, run_id: str, status: RunStatus | str = RunStatus.FINISHED) -> Run:
         return self.tracking.end_run(run_id, v.run_status("status", status))
 

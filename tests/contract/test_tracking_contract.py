@@ -328,3 +328,15 @@ def test_environment_and_resources_are_captured(client: Client) -> None:
     assert stored.metrics["system.peak_memory_mb"] > 10
     requirements = client.download_artifact(run.id, "environment/requirements.txt").decode()
     assert "sqlalchemy==" in requirements.lower()
+
+
+def test_run_id_prefixes_resolve_like_git(client: Client) -> None:
+    run = _run(client)
+    run.end()
+    assert client.resolve_run_id(run.id[:8]) == run.id
+    assert client.resolve_run_id(run.id) == run.id
+    with pytest.raises(InvalidInput):
+        client.resolve_run_id(run.id[:3])
+    missing = "0000" if not run.id.startswith("0000") else "ffff"
+    with pytest.raises(NotFound):
+        client.resolve_run_id(missing)

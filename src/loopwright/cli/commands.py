@@ -205,6 +205,7 @@ def key_metrics(
 
 
 def show_run(client: Client, run_id: str) -> RunDetail:
+    run_id = client.resolve_run_id(run_id)
     run = client.get_run(run_id)
     at = now_ms()
     return RunDetail(
@@ -227,7 +228,7 @@ def compare_runs(client: Client, run_ids: Sequence[str]) -> Comparison:
     """Params (union) and final metrics (union) of several runs, side by side."""
     if len(run_ids) < 2:
         raise InvalidInput("compare needs at least two run ids", field="run_ids")
-    runs = [client.get_run(r) for r in run_ids]
+    runs = [client.get_run(client.resolve_run_id(r)) for r in run_ids]
     return Comparison(
         runs=runs,
         params=_rows([r.params for r in runs]),
@@ -242,15 +243,16 @@ def _rows(maps: Sequence[dict[str, Any]]) -> list[CompareRow]:
 
 def end_run(client: Client, run_id: str, status: str = "FINISHED") -> Run:
     """Close a run whose process died without ending it."""
-    return client.end_run(run_id, parse_end_status(status))
+    return client.end_run(client.resolve_run_id(run_id), parse_end_status(status))
 
 
 def resume_run(client: Client, run_id: str) -> Run:
-    return client.resume_run(run_id)
+    return client.resume_run(client.resolve_run_id(run_id))
 
 
 def metric_history(client: Client, run_id: str, key: str) -> list[Metric]:
     """A metric's series; an empty one is an error so a typo in the key does not look like data."""
+    run_id = client.resolve_run_id(run_id)
     points = client.get_metric_history(run_id, key)
     if points:
         return points

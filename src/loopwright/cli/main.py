@@ -98,6 +98,12 @@ def _error_console() -> Console:
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def _out_console() -> Console:
+    """Tables keep full run ids when piped: rich would otherwise squeeze them into 80 columns."""
+    console = Console(highlight=False)
+    return console if console.is_terminal else Console(highlight=False, width=200)
+
+
 app = typer.Typer(
     cls=LoopwrightGroup,
     name="loopwright",
@@ -136,7 +142,7 @@ def root(
     settings = Settings.from_env().with_overrides(
         tracking_uri=tracking_uri, artifacts_uri=artifacts_uri
     )
-    ctx.obj = State(settings, debug, Console(highlight=False), _error_console())
+    ctx.obj = State(settings, debug, _out_console(), _error_console())
 
 
 def _state(ctx: typer.Context) -> State:
