@@ -15,10 +15,12 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     Float,
     ForeignKey,
     Index,
+    Integer,
     MetaData,
     String,
     Table,
@@ -125,4 +127,156 @@ artifacts = Table(
     Column("path", String(1000), primary_key=True),
     Column("digest", String(64), nullable=False, index=True),
     Column("size", BigInteger, nullable=False),
+)
+
+# -- model registry (revision 0003) ------------------------------------------------------------
+
+registered_models = Table(
+    "registered_models",
+    metadata,
+    Column("name", String(250), primary_key=True),
+    Column("description", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("created_by", String(250)),
+    Column("policy", JSON),  # the gate policy (GatePolicy as a dict), None = no gates
+)
+
+model_tags = Table(
+    "model_tags",
+    metadata,
+    Column("model", String(250), ForeignKey("registered_models.name", ondelete="CASCADE"),
+           primary_key=True),
+    Column("key", KEY, primary_key=True),
+    Column("value", Text, nullable=False),
+)  # fmt: skip
+
+model_versions = Table(
+    "model_versions",
+    metadata,
+    Column("model", String(250), ForeignKey("registered_models.name", ondelete="CASCADE"),
+           primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("run_id", ID, ForeignKey("runs.id"), index=True),
+    Column("artifact_path", String(1000), nullable=False),
+    Column("digest", String(64), nullable=False, index=True),
+    Column("size", BigInteger, nullable=False),
+    Column("flavor", String(64), nullable=False),
+    Column("signature", JSON),
+    Column("metrics", JSON, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", String(250)),
+)  # fmt: skip
+
+version_tags = Table(
+    "version_tags",
+    metadata,
+    Column("model", String(250), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("key", KEY, primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+model_aliases = Table(
+    "model_aliases",
+    metadata,
+    Column("model", String(250), ForeignKey("registered_models.name", ondelete="CASCADE"),
+           primary_key=True),
+    Column("alias", String(250), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("updated_by", String(250)),
+)  # fmt: skip
+
+evaluations = Table(
+    "evaluations",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("model", String(250), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("dataset_digest", String(64)),
+    Column("dataset_name", String(250), nullable=False),
+    Column("champion_version", Integer),
+    Column("passed", Boolean, nullable=False),
+    Column("report", JSON, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", String(250)),
+    Index(None, "model", "version"),
+)
+
+approval_requests = Table(
+    "approval_requests",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("model", String(250), nullable=False, index=True),
+    Column("alias", String(250), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("status", String(16), nullable=False),  # PENDING APPROVED REJECTED APPLIED CANCELLED
+    Column("required", Integer, nullable=False),
+    Column("requested_by", String(250), nullable=False),
+    Column("requested_at", BigInteger, nullable=False),
+    Column("comment", Text, nullable=False),
+)
+
+approval_decisions = Table(
+    "approval_decisions",
+    metadata,
+    Column("request_id", ID, ForeignKey("approval_requests.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("approver", String(250), primary_key=True),
+    Column("decision", String(16), nullable=False),  # APPROVE REJECT
+    Column("comment", Text, nullable=False),
+    Column("decided_at", BigInteger, nullable=False),
+)  # fmt: skip
+
+# -- access control and audit (revision 0003) --------------------------------------------------
+
+users = Table(
+    "users",
+    metadata,
+    Column("name", String(250), primary_key=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("disabled", Boolean, nullable=False),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("user", String(250), ForeignKey("users.name", ondelete="CASCADE"), nullable=False,
+           index=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("description", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger),
+    Column("revoked_at", BigInteger),
+    Column("last_used_at", BigInteger),
+)  # fmt: skip
+
+role_bindings = Table(
+    "role_bindings",
+    metadata,
+    Column("user", String(250), ForeignKey("users.name", ondelete="CASCADE"), primary_key=True),
+    Column("role", String(32), primary_key=True),
+    Column("model", String(250), primary_key=True),  # "*" = every model
+    Column("granted_at", BigInteger, nullable=False),
+    Column("granted_by", String(250)),
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("ts", BigInteger, nullable=False),
+    Column("actor", String(250), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("target_type", String(64), nullable=False),
+    Column("target_id", String(500), nullable=False),
+    Column("before", JSON),
+    Column("after", JSON),
+    Column("reason", Text),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Index(None, "target_type", "target_id"),
 )
