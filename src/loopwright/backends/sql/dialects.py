@@ -41,6 +41,9 @@ class Dialect:
         """Serialise first-time schema creation between processes opening a new store at once."""
         yield
 
+    def lock_audit(self, conn: Connection) -> None:
+        """Serialise audit appends so the hash chain stays a chain under concurrent writers."""
+
     def bulk_insert_sql(self, table: str, columns: Sequence[str]) -> str:
         marks = ", ".join([self.bulk_placeholder] * len(columns))
         cols = ", ".join(f'"{c}"' for c in columns)
@@ -100,6 +103,9 @@ class PostgresDialect(Dialect):
     def init_lock(self, conn: Connection):  # type: ignore[no-untyped-def]
         conn.execute(text("SELECT pg_advisory_xact_lock(4242420001)"))
         yield
+
+    def lock_audit(self, conn: Connection) -> None:
+        conn.execute(text("SELECT pg_advisory_xact_lock(4242420002)"))
 
 
 def dialect_for(url: str) -> Dialect:

@@ -109,6 +109,8 @@ datasets = Table(
     Column("num_rows", BigInteger, nullable=False),
     Column("source", Text),
     Column("created_at", BigInteger, nullable=False),
+    # revision 0003: a dataset registered with its content keeps it as a Parquet blob
+    Column("content_digest", String(64)),
 )
 
 run_inputs = Table(

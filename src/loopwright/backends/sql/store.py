@@ -118,6 +118,8 @@ class SqlTrackingStore:
                         id=exp.id, name=name, created_at=exp.created_at, tags=tags
                     )
                 )
+                self.audit(conn, "experiment.create", "experiment", exp.id,
+                           after={"name": name, "tags": tags})  # fmt: skip
         except SAIntegrityError:
             raise AlreadyExists(f"experiment {name!r} already exists", field="name") from None
         return exp
@@ -185,6 +187,9 @@ class SqlTrackingStore:
                     t.tags.insert(),
                     [{"run_id": run_id, "key": k, "value": x} for k, x in tags.items()],
                 )
+            self.audit(conn, "run.create", "run", run_id,
+                       after={"experiment_id": experiment_id, "name": name,
+                              "parent_run_id": parent_run_id})  # fmt: skip
         return self.get_run(run_id)
 
     def get_run(self, run_id: str) -> Run:
@@ -211,24 +216,41 @@ class SqlTrackingStore:
             )
         end = v.timestamp("end_time", end_time) if end_time is not None else now_ms()
         with self._write() as conn:
-            self._require_run(conn, run_id)
+            before = self._status(conn, run_id)
             conn.execute(
                 update(t.runs)
                 .where(t.runs.c.id == run_id)
                 .values(status=status.value, end_time=end, error=error, heartbeat_at=end)
             )
+            self.audit(conn, "run.end", "run", run_id, before={"status": before},
+                       after={"status": status.value})  # fmt: skip
         return self.get_run(run_id)
 
     def resume_run(self, run_id: str) -> Run:
         v.identifier("run_id", run_id)
         with self._write() as conn:
-            self._require_run(conn, run_id)
+            before = self._status(conn, run_id)
             conn.execute(
                 update(t.runs)
                 .where(t.runs.c.id == run_id)
                 .values(status=RunStatus.RUNNING.value, end_time=None, heartbeat_at=now_ms())
             )
+            self.audit(conn, "run.resume", "run", run_id, before={"status": before},
+                       after={"status": RunStatus.RUNNING.value})  # fmt: skip
         return self.get_run(run_id)
+
+    def _status(self, conn: Connection, run_id: str) -> str:
+        status = conn.scalar(select(t.runs.c.status).where(t.runs.c.id == run_id))
+        if status is None:
+            raise NotFound(f"run {run_id!r} not found", field="run_id")
+        return str(status)
+
+    def audit(self, conn: Connection, action: str, target_type: str, target_id: str,
+              **kw: Any) -> None:  # fmt: skip
+        """Record a state change in the hash-chained audit log, in the same transaction."""
+        from loopwright.backends.sql.audit import append_event
+
+        append_event(conn, self.dialect, action, target_type, target_id, **kw)
 
     def _require_run(self, conn: Connection, run_id: str, field: str = "run_id") -> None:
         if conn.scalar(select(t.runs.c.id).where(t.runs.c.id == run_id)) is None:
@@ -506,6 +528,7 @@ class SqlTrackingStore:
             for table in (t.metrics, t.latest_metrics, t.params, t.tags, t.run_inputs, t.artifacts):
                 conn.execute(delete(table).where(table.c.run_id == run_id))
             conn.execute(delete(t.runs).where(t.runs.c.id == run_id))
+            self.audit(conn, "run.delete", "run", run_id)
 
     def count_metrics(self, run_id: str, key: str | None = None) -> int:
         m = t.metrics
