@@ -7,6 +7,7 @@ from loopwright.client import Client
 from loopwright.config import Settings
 from loopwright.errors import (
     AlreadyExists,
+    ApprovalRequired,
     Conflict,
     GateFailed,
     IntegrityError,
@@ -51,6 +52,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ActiveRun",
     "AlreadyExists",
+    "ApprovalRequired",
     "ArtifactRef",
     "Client",
     "Conflict",

@@ -28,6 +28,7 @@ from loopwright.tracking.store import ArtifactStore, TrackingStore
 if TYPE_CHECKING:
     import httpx
 
+    from loopwright.registry.service import RegistryService
     from loopwright.tracking.run import ActiveRun
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ class Client:
         self.settings = base.with_overrides(tracking_uri=uri, artifacts_uri=artifacts_uri)
         self._http_client = http_client
         self._stores: tuple[TrackingStore, ArtifactStore] | None = None
+        self._registry: Any = None
 
     def __repr__(self) -> str:
         return f"Client({self.tracking_uri!r})"
@@ -116,10 +118,28 @@ class Client:
             self._stores = open_stores(self.settings, http_client=self._http_client)
         return self._stores
 
+    @property
+    def registry(self) -> RegistryService:
+        """The model registry: versions, aliases, gates, approvals (same calls embedded or remote)."""
+        if self._registry is None:
+            tracking, artifacts = self._open()
+            if self.settings.tracking_uri and self.settings.tracking_uri.startswith("http"):
+                from loopwright.backends.rest.registry import RestRegistry
+
+                self._registry = RestRegistry(tracking, artifacts)  # type: ignore[arg-type]
+            else:
+                from loopwright.backends.sql.registry import SqlRegistryStore
+                from loopwright.registry.service import RegistryService
+
+                store = SqlRegistryStore(tracking)  # type: ignore[arg-type]
+                self._registry = RegistryService(store, tracking, artifacts)
+        return self._registry  # type: ignore[no-any-return]
+
     def close(self) -> None:
         if self._stores is not None:
             self._stores[0].close()
             self._stores = None
+            self._registry = None
 
     # -- experiments -------------------------------------------------------------------------
 
@@ -161,7 +181,8 @@ class Client:
         monitor_resources: bool = True,
     ) -> ActiveRun:
         """Create (or with ``run_id``, resume) a run and return its handle; use it as a ``with``."""
-        from loopwright.tracking.run import ActiveRun
+        from loopwright.registry.service import RegistryService
+    from loopwright.tracking.run import ActiveRun
 
         return ActiveRun.start(
             self,

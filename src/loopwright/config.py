@@ -25,6 +25,8 @@ class Settings:
     ``http(s)://`` (a loopwright server). ``None`` means ``./.loopwright`` in the working directory.
     ``artifacts_uri``: where blobs go for SQL stores (a directory or an fsspec URL); ``None`` means
     next to the SQLite file, or ``./.loopwright/artifacts`` for PostgreSQL.
+    ``user``: the name changes are attributed to. Embedded, it is trusted as declared (like a git
+    author); against a server with ``auth`` on, the token decides and ``user`` is ignored.
     """
 
     tracking_uri: str | None = None
@@ -36,6 +38,9 @@ class Settings:
     resource_sample_interval_s: float = 1.0
     capture_environment: bool = True
     http_timeout_s: float = 60.0
+    user: str | None = None  # who acts (audit trail); default: the OS user
+    token: str | None = None  # API token for a server with auth on
+    auth: bool = False  # server: require tokens and enforce roles on every route
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

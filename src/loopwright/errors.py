@@ -14,6 +14,7 @@ with :data:`EXIT_CODE` — so ``NotFound`` looks the same embedded, remote or on
     ├── PermissionDenied
     ├── Unauthenticated
     ├── GateFailed            a promotion was refused by a gate (carries the failed checks)
+    ├── ApprovalRequired      a protected alias needs approvals that are not (yet) granted
     ├── PayloadTooLarge
     ├── IntegrityError        stored bytes do not match their digest
     ├── SchemaOutdated        the metadata store needs ``loopwright db upgrade``
@@ -82,6 +83,10 @@ class GateFailed(LoopwrightError):
     code = "GATE_FAILED"
 
 
+class ApprovalRequired(LoopwrightError):
+    code = "APPROVAL_REQUIRED"
+
+
 class PayloadTooLarge(LoopwrightError):
     code = "PAYLOAD_TOO_LARGE"
 
@@ -109,6 +114,7 @@ HTTP_STATUS: dict[type[LoopwrightError], int] = {
     Conflict: 409,
     PayloadTooLarge: 413,
     GateFailed: 422,
+    ApprovalRequired: 409,
     IntegrityError: 500,
     SchemaOutdated: 503,
     StoreUnavailable: 503,

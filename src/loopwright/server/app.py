@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from loopwright.config import Settings
+from loopwright.registry.service import RegistryService
 from loopwright.server import handlers
 from loopwright.server.limits import BodySizeLimit
 from loopwright.server.routers import blobs, experiments, health, runs
@@ -40,6 +41,7 @@ def create_app(
     artifacts: ArtifactStore,
     settings: Settings,
     *,
+    registry: RegistryService | None = None,
     close_stores: bool = False,
 ) -> FastAPI:
     """Build the app over ready stores; ``close_stores`` makes shutdown close the tracking store."""
@@ -51,6 +53,7 @@ def create_app(
     app.state.tracking = tracking
     app.state.artifacts = artifacts
     app.state.settings = settings
+    app.state.registry = registry if registry is not None else _registry(tracking, artifacts)
     handlers.install(app)
     app.include_router(health.router)
     for module in (experiments, runs, blobs):
@@ -62,6 +65,16 @@ def create_app(
         blob_prefix=f"{API_PREFIX}/blobs/",
     )
     return app
+
+
+def _registry(tracking: TrackingStore, artifacts: ArtifactStore) -> RegistryService | None:
+    """The registry over the same SQL database as tracking (a server always has one)."""
+    from loopwright.backends.sql.registry import SqlRegistryStore
+    from loopwright.backends.sql.store import SqlTrackingStore
+
+    if not isinstance(tracking, SqlTrackingStore):
+        return None
+    return RegistryService(SqlRegistryStore(tracking), tracking, artifacts)
 
 
 def _closing(tracking: TrackingStore) -> Any:

@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from loopwright.config import Settings
+from loopwright.registry.service import RegistryService
 from loopwright.tracking.store import ArtifactStore, TrackingStore
 
 
@@ -22,9 +23,14 @@ def get_artifacts(request: Request) -> ArtifactStore:
     return request.app.state.artifacts
 
 
+def get_registry(request: Request) -> RegistryService:
+    return request.app.state.registry
+
+
 def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
 Tracking = Annotated[TrackingStore, Depends(get_tracking)]
 Artifacts = Annotated[ArtifactStore, Depends(get_artifacts)]
+Registry = Annotated[RegistryService, Depends(get_registry)]
