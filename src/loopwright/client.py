@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     import httpx
 
     from loopwright.registry.service import RegistryService
+
+    from loopwright.registry.service import RegistryService
     from loopwright.tracking.run import ActiveRun
 
 log = logging.getLogger(__name__)
@@ -181,8 +183,7 @@ class Client:
         monitor_resources: bool = True,
     ) -> ActiveRun:
         """Create (or with ``run_id``, resume) a run and return its handle; use it as a ``with``."""
-        from loopwright.registry.service import RegistryService
-    from loopwright.tracking.run import ActiveRun
+        from loopwright.tracking.run import ActiveRun
 
         return ActiveRun.start(
             self,
