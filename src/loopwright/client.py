@@ -109,7 +109,14 @@ class Client:
 
     @property
     def tracking(self) -> TrackingStore:
-        return self._open()[0]
+        """The tracking store; embedded, its changes are attributed to ``settings.user``."""
+        store = self._open()[0]
+        if self.settings.user and self._registry_is_local():
+            return _ActingAs(store, self.settings.user)  # type: ignore[return-value]
+        return store
+
+    def _registry_is_local(self) -> bool:
+        return not (self.settings.tracking_uri or "").startswith(("http://", "https://"))
 
     @property
     def artifacts(self) -> ArtifactStore:
@@ -134,7 +141,8 @@ class Client:
                 from loopwright.registry.service import RegistryService
 
                 store = SqlRegistryStore(tracking)  # type: ignore[arg-type]
-                self._registry = RegistryService(store, tracking, artifacts)
+                service = RegistryService(store, tracking, artifacts)
+                self._registry = _ActingAs(service, self.settings.user)
         return self._registry  # type: ignore[no-any-return]
 
     def close(self) -> None:
@@ -277,6 +285,26 @@ class Client:
             target.parent.mkdir(parents=True, exist_ok=True)
             self.artifacts.download(ref.digest, str(target))
         return root
+
+
+class _ActingAs:
+    """Runs every call of the wrapped service as ``user`` (embedded: the declared user)."""
+
+    def __init__(self, target: Any, user: str | None) -> None:
+        self._target = target
+        self._user = user
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._target, name)
+        if not callable(attr) or not self._user:
+            return attr
+        from loopwright.governance.audit import acting_as
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with acting_as(self._user):
+                return attr(*args, **kwargs)
+
+        return call
 
 
 def _as_list(value: Sequence[str] | str | None) -> list[str]:
