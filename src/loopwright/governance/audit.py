@@ -22,7 +22,9 @@ import orjson
 
 GENESIS = "0" * 64
 
-_actor: contextvars.ContextVar[str | None] = contextvars.ContextVar("loopwright_actor", default=None)
+_actor: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "loopwright_actor", default=None
+)
 
 
 def current_actor() -> str:
@@ -100,22 +102,48 @@ def verify(events: Iterable[AuditEvent], anchor: tuple[int, str] | None = None) 
     prev_hash, expected_seq, checked = GENESIS, 1, 0
     for ev in events:
         if ev.seq != expected_seq:
-            return _bad(checked, expected_seq, prev_hash,
-                        f"event {expected_seq} is missing (next stored event is {ev.seq})")  # fmt: skip
+            return _bad(
+                checked,
+                expected_seq,
+                prev_hash,
+                f"event {expected_seq} is missing (next stored event is {ev.seq})",
+            )
         if ev.prev_hash != prev_hash:
-            return _bad(checked, ev.seq, prev_hash,
-                        f"event {ev.seq} does not follow event {ev.seq - 1} (prev_hash differs)")  # fmt: skip
-        recomputed = event_hash(ev.seq, ev.ts, ev.actor, ev.action, ev.target_type, ev.target_id,
-                                ev.before, ev.after, ev.reason, ev.prev_hash)  # fmt: skip
+            return _bad(
+                checked,
+                ev.seq,
+                prev_hash,
+                f"event {ev.seq} does not follow event {ev.seq - 1} (prev_hash differs)",
+            )
+        recomputed = event_hash(
+            ev.seq,
+            ev.ts,
+            ev.actor,
+            ev.action,
+            ev.target_type,
+            ev.target_id,
+            ev.before,
+            ev.after,
+            ev.reason,
+            ev.prev_hash,
+        )
         if recomputed != ev.hash:
-            return _bad(checked, ev.seq, prev_hash,
-                        f"event {ev.seq} was altered after it was written (hash mismatch)")  # fmt: skip
+            return _bad(
+                checked,
+                ev.seq,
+                prev_hash,
+                f"event {ev.seq} was altered after it was written (hash mismatch)",
+            )
         if anchor is not None and ev.seq == anchor[0] and ev.hash != anchor[1]:
             return _bad(checked, ev.seq, prev_hash, f"event {ev.seq} does not match the anchor")
         prev_hash, expected_seq, checked = ev.hash, ev.seq + 1, checked + 1
     if anchor is not None and anchor[0] >= expected_seq:
-        return _bad(checked, expected_seq, prev_hash,
-                    f"events {expected_seq}..{anchor[0]} are missing: the anchor is at {anchor[0]}")  # fmt: skip
+        return _bad(
+            checked,
+            expected_seq,
+            prev_hash,
+            f"events {expected_seq}..{anchor[0]} are missing: the anchor is at {anchor[0]}",
+        )
     return VerifyResult(True, checked, expected_seq - 1, prev_hash)
 
 

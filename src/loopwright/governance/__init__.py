@@ -1,0 +1,1 @@
+"""Governance: gate policies and evaluation (gates, metrics, fairness), approvals, audit."""
