@@ -29,8 +29,6 @@ if TYPE_CHECKING:
     import httpx
 
     from loopwright.registry.service import RegistryService
-
-    from loopwright.registry.service import RegistryService
     from loopwright.tracking.run import ActiveRun
 
 log = logging.getLogger(__name__)
@@ -66,12 +64,16 @@ def open_stores(
     """Open (and for SQL, initialise or schema-check) the stores ``settings`` points at."""
     db_uri, art_uri = resolve_uris(settings.tracking_uri, settings.artifacts_uri)
     if art_uri is None:
-        from loopwright.backends.rest.store import RestArtifactStore, RestTrackingStore
+        from loopwright.backends.rest.store import (
+            RestArtifactStore,
+            RestTrackingStore,
+            auth_headers,
+        )
 
-        timeout = settings.http_timeout_s
+        headers, timeout = auth_headers(settings), settings.http_timeout_s
         return (
-            RestTrackingStore(db_uri, client=http_client, timeout=timeout),
-            RestArtifactStore(db_uri, client=http_client, timeout=timeout),
+            RestTrackingStore(db_uri, client=http_client, timeout=timeout, headers=headers),
+            RestArtifactStore(db_uri, client=http_client, timeout=timeout, headers=headers),
         )
     from loopwright.backends.fs.artifacts import FsArtifactStore
     from loopwright.backends.sql.store import SqlTrackingStore
@@ -129,13 +131,14 @@ class Client:
 
     @property
     def registry(self) -> RegistryService:
-        """The model registry: versions, aliases, gates, approvals (same calls embedded or remote)."""
+        """The model registry: versions, aliases, gates, approvals (embedded or remote alike)."""
         if self._registry is None:
             tracking, artifacts = self._open()
             if self.settings.tracking_uri and self.settings.tracking_uri.startswith("http"):
                 from loopwright.backends.rest.registry import RestRegistry
 
-                self._registry = RestRegistry(tracking, artifacts)  # type: ignore[arg-type]
+                user = self.settings.user
+                self._registry = RestRegistry(tracking, artifacts, user=user)  # type: ignore[arg-type]
             else:
                 from loopwright.backends.sql.registry import SqlRegistryStore
                 from loopwright.registry.service import RegistryService
@@ -212,7 +215,7 @@ class Client:
         return self.tracking.get_run(run_id)
 
     def resolve_run_id(self, prefix: str) -> str:
-        """A full run id from a unique prefix (at least 4 characters), as ``git`` does for commits."""
+        """A full run id from a unique prefix (4+ characters), as ``git`` does for commits."""
         v.identifier("run_id", prefix)
         if len(prefix) == 32:
             return prefix

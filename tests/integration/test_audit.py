@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
+from tests.conftest import _truncate
 
 from loopwright import Client
 from loopwright.backends.sql.registry import SqlRegistryStore
 from loopwright.governance.audit import acting_as
-from tests.conftest import _truncate
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -65,7 +65,9 @@ def test_a_deleted_row_is_named(store: SqlRegistryStore) -> None:
 
 def test_a_rewritten_chain_does_not_match_its_anchor(store: SqlRegistryStore) -> None:
     head = store.verify_audit()
-    _sql(store, "DELETE FROM audit_events WHERE seq >= 4")  # truncating the tail keeps a valid chain
+    _sql(
+        store, "DELETE FROM audit_events WHERE seq >= 4"
+    )  # truncating the tail keeps a valid chain
     assert store.verify_audit().ok
     result = store.verify_audit(anchor=(head.head_seq, head.head_hash))
     assert not result.ok and result.first_bad_seq == 4

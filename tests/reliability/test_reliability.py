@@ -1,4 +1,4 @@
-"""Concurrent writers, killed writers and cut-off uploads never corrupt or lose acknowledged data."""
+"""Concurrent writers, killed writers and cut-off uploads never corrupt or lose acked data."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.conftest import RunningServer
 
 from loopwright import Client, RunStatus
-from tests.conftest import RunningServer
 
 pytestmark = pytest.mark.slow
 
@@ -133,7 +133,8 @@ def test_cut_off_upload_leaves_no_partial_blob(server: RunningServer) -> None:
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.sendall(
             f"PUT /api/v1/blobs/{digest} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            f"Content-Type: application/octet-stream\r\nContent-Length: {len(payload)}\r\n\r\n".encode()
+            f"Content-Type: application/octet-stream\r\n"
+            f"Content-Length: {len(payload)}\r\n\r\n".encode()
         )
         sock.sendall(payload[: len(payload) // 3])
         time.sleep(0.3)

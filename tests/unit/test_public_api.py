@@ -3,7 +3,8 @@
 import loopwright
 
 EXPECTED = {
-    "ActiveRun", "AlreadyExists", "ApprovalRequired", "ArtifactRef", "Client", "Conflict", "DatasetInput",
+    "ActiveRun", "AlreadyExists", "ApprovalRequired", "ArtifactRef", "Client", "Conflict",
+    "DatasetInput",
     "Experiment", "GateFailed", "IntegrityError", "InvalidInput", "LoopwrightError",
     "MalformedFilter", "Metric", "NotFound", "Page", "PayloadTooLarge", "PermissionDenied", "Run",
     "RunStatus", "SchemaOutdated", "Settings", "StoreUnavailable", "Unauthenticated",

@@ -19,9 +19,16 @@ from loopwright.client import Client
 from loopwright.config import Settings
 
 FEATURES = [
-    "age", "income", "debt_ratio", "credit_lines", "delinquencies", "employment_years",
-    "utilization", "home_ownership", "purpose",
-]  # fmt: skip
+    "age",
+    "income",
+    "debt_ratio",
+    "credit_lines",
+    "delinquencies",
+    "employment_years",
+    "utilization",
+    "home_ownership",
+    "purpose",
+]
 
 
 def credit_book(n: int, seed: int) -> pd.DataFrame:
@@ -37,18 +44,31 @@ def credit_book(n: int, seed: int) -> pd.DataFrame:
     home = rng.choice(["rent", "mortgage", "own"], n, p=[0.45, 0.4, 0.15])
     purpose = rng.choice(["car", "home", "education", "debt_consolidation"], n)
     logit = (
-        -2.2 + 3.2 * debt_ratio ** 2 + 0.55 * delinquencies + 1.4 * utilization
-        - 0.35 * np.log(income / 40_000) - 0.03 * employment_years
-        + 0.4 * (home == "rent") + 0.3 * (purpose == "debt_consolidation")
+        -2.2
+        + 3.2 * debt_ratio**2
+        + 0.55 * delinquencies
+        + 1.4 * utilization
+        - 0.35 * np.log(income / 40_000)
+        - 0.03 * employment_years
+        + 0.4 * (home == "rent")
+        + 0.3 * (purpose == "debt_consolidation")
         - 0.012 * (age - 21)
-    )  # fmt: skip
+    )
     default = rng.random(n) < 1 / (1 + np.exp(-logit))
-    return pd.DataFrame({
-        "age": age, "income": income, "debt_ratio": debt_ratio, "credit_lines": credit_lines,
-        "delinquencies": delinquencies, "employment_years": employment_years,
-        "utilization": utilization, "home_ownership": home, "purpose": purpose,
-        "default": default.astype(int),
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "age": age,
+            "income": income,
+            "debt_ratio": debt_ratio,
+            "credit_lines": credit_lines,
+            "delinquencies": delinquencies,
+            "employment_years": employment_years,
+            "utilization": utilization,
+            "home_ownership": home,
+            "purpose": purpose,
+            "default": default.astype(int),
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -66,50 +86,75 @@ def _pipeline(kind: str, seed: int):  # type: ignore[no-untyped-def]
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
     numeric = FEATURES[:7]
-    prep = ColumnTransformer([
-        ("num", StandardScaler(), numeric),
-        ("cat", OneHotEncoder(handle_unknown="ignore"), ["home_ownership", "purpose"]),
-    ])  # fmt: skip
+    prep = ColumnTransformer(
+        [
+            ("num", StandardScaler(), numeric),
+            ("cat", OneHotEncoder(handle_unknown="ignore"), ["home_ownership", "purpose"]),
+        ]
+    )
     if kind == "logistic":
         model = LogisticRegression(C=0.5, max_iter=500)
     else:
         model = HistGradientBoostingClassifier(
-            max_iter=120, learning_rate=0.1, max_leaf_nodes=15, early_stopping=True,
-            validation_fraction=0.15, n_iter_no_change=15, random_state=seed,
-        )  # fmt: skip
+            max_iter=120,
+            learning_rate=0.1,
+            max_leaf_nodes=15,
+            early_stopping=True,
+            validation_fraction=0.15,
+            n_iter_no_change=15,
+            random_state=seed,
+        )
     return Pipeline([("prep", prep), ("model", model)])
 
 
-def train_one(client: Client, kind: str, train: pd.DataFrame, valid: pd.DataFrame, seed: int,
-              experiment: str) -> Result:  # fmt: skip
+def train_one(
+    client: Client, kind: str, train: pd.DataFrame, valid: pd.DataFrame, seed: int, experiment: str
+) -> Result:
     """One tracked training run: the pattern a data scientist would write."""
     from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
 
     pipe = _pipeline(kind, seed)
     with client.start_run(experiment, run_name=kind, tags={"team": "risk"}) as run:
         run.log_params({"model": kind, "seed": seed, "rows": len(train)})
-        run.log_params({k: v for k, v in pipe.named_steps["model"].get_params().items()
-                        if isinstance(v, int | float | str | bool)})  # fmt: skip
+        run.log_params(
+            {
+                k: v
+                for k, v in pipe.named_steps["model"].get_params().items()
+                if isinstance(v, int | float | str | bool)
+            }
+        )
         run.log_dataset(train, name="credit-train", context="train")
         run.log_dataset(valid, name="credit-valid", context="validation")
         pipe.fit(train[FEATURES], train["default"])
         model = pipe.named_steps["model"]
-        for step, (tr, va) in enumerate(zip(getattr(model, "train_score_", []),
-                                            getattr(model, "validation_score_", []), strict=False)):  # fmt: skip
+        for step, (tr, va) in enumerate(
+            zip(
+                getattr(model, "train_score_", []),
+                getattr(model, "validation_score_", []),
+                strict=False,
+            )
+        ):
             run.log_metrics({"train_loss": -tr, "early_stop_loss": -va}, step=step)
         proba = pipe.predict_proba(valid[FEATURES])[:, 1]
         auc = float(roc_auc_score(valid["default"], proba))
-        run.log_metrics({
-            "val_auc": auc,
-            "val_accuracy": float(accuracy_score(valid["default"], proba > 0.5)),
-            "val_log_loss": float(log_loss(valid["default"], proba)),
-        })  # fmt: skip
+        run.log_metrics(
+            {
+                "val_auc": auc,
+                "val_accuracy": float(accuracy_score(valid["default"], proba > 0.5)),
+                "val_log_loss": float(log_loss(valid["default"], proba)),
+            }
+        )
         run.log_model(pipe, "model")
     return Result(run.id, kind, auc)
 
 
-def run(settings: Settings | None = None, experiment: str = "quickstart", rows: int = 20_000,
-        seed: int = 7, console: Console | None = None) -> list[Result]:  # fmt: skip
+def run(
+    settings: Settings | None = None,
+    experiment: str = "quickstart",
+    rows: int = 20_000,
+    seed: int = 7,
+    console: Console | None = None,
+) -> list[Result]:
     console = console or Console()
     client = Client(settings=settings or Settings.from_env())
     book = credit_book(rows, seed)
@@ -126,17 +171,22 @@ def run(settings: Settings | None = None, experiment: str = "quickstart", rows: 
 
 
 def _summary(console: Console, client: Client, experiment: str, results: list[Result]) -> None:
-    page = client.search_runs(experiment, "metrics.val_auc > 0.5", order_by="metrics.val_auc DESC",
-                              max_results=5)  # fmt: skip
+    page = client.search_runs(
+        experiment, "metrics.val_auc > 0.5", order_by="metrics.val_auc DESC", max_results=5
+    )
     table = Table(title=f"best runs in experiment {experiment!r}")
     for col in ("run", "name", "val_auc", "val_log_loss", "peak MB", "wall s"):
         table.add_column(col)
     for r in page.items:
         m = r.metrics
-        table.add_row(r.id, r.name, f"{m.get('val_auc', float('nan')):.4f}",
-                      f"{m.get('val_log_loss', float('nan')):.4f}",
-                      f"{m.get('system.peak_memory_mb', 0):.0f}",
-                      f"{m.get('system.wall_time_s', 0):.2f}")  # fmt: skip
+        table.add_row(
+            r.id,
+            r.name,
+            f"{m.get('val_auc', float('nan')):.4f}",
+            f"{m.get('val_log_loss', float('nan')):.4f}",
+            f"{m.get('system.peak_memory_mb', 0):.0f}",
+            f"{m.get('system.wall_time_s', 0):.2f}",
+        )
     console.print(table)
     uri = client.settings.tracking_uri or ".loopwright"
     a, b = results[0].run_id, results[1].run_id
@@ -145,7 +195,7 @@ def _summary(console: Console, client: Client, experiment: str, results: list[Re
         f"  loopwright --tracking-uri {uri} runs list --experiment {experiment}\n"
         f"  loopwright --tracking-uri {uri} runs show {b}\n"
         f"  loopwright --tracking-uri {uri} runs compare {a} {b}\n"
-        f"  loopwright --tracking-uri {uri} runs list --filter \"metrics.val_auc > 0.8\"\n"
+        f'  loopwright --tracking-uri {uri} runs list --filter "metrics.val_auc > 0.8"\n'
         f"  loopwright server --store-uri sqlite:///{uri}/loopwright.db "
         f"--artifacts-uri {uri}/artifacts   # then http://127.0.0.1:5000/docs",
         soft_wrap=True,

@@ -34,7 +34,7 @@ def current_actor() -> str:
         return actor
     try:
         return getpass.getuser()
-    except Exception:  # noqa: BLE001 - no user database in some containers
+    except Exception:
         return "unknown"
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loopwright.errors import InvalidInput
+from loopwright.tracking import validation as v
 
 
 class RequestStatus(enum.StrEnum):
@@ -114,7 +115,9 @@ class ModelRef:
     @classmethod
     def parse(cls, uri: str) -> ModelRef:
         if not isinstance(uri, str):
-            raise InvalidInput("model URI must be a string like churn/3 or churn@champion", field="uri")
+            raise InvalidInput(
+                "model URI must be a string like churn/3 or churn@champion", field="uri"
+            )
         m = _URI.match(uri.removeprefix("models:/"))
         if m is None:
             raise InvalidInput(
@@ -127,4 +130,24 @@ class ModelRef:
         return cls(m["name"], int(version) if version else None, m["alias"])
 
     def __str__(self) -> str:
-        return f"{self.name}/{self.version}" if self.version is not None else f"{self.name}@{self.alias}"
+        return (
+            f"{self.name}/{self.version}"
+            if self.version is not None
+            else f"{self.name}@{self.alias}"
+        )
+
+
+def model_name(name: Any) -> str:
+    v.key("model", name)
+    if "/" in name or "@" in name:
+        raise InvalidInput(f"model name {name!r} cannot contain '/' or '@'", field="model")
+    return name
+
+
+def alias_name(alias: Any) -> str:
+    v.key("alias", alias)
+    if "/" in alias or "@" in alias or alias == "latest" or alias.isdigit():
+        raise InvalidInput(
+            f"alias {alias!r} must be a name (not 'latest', a number, '/' or '@')", field="alias"
+        )
+    return alias

@@ -20,7 +20,7 @@ from loopwright.errors import (
     NotFound,
     PermissionDenied,
 )
-from loopwright.governance.audit import current_actor
+from loopwright.governance.audit import AuditEvent, VerifyResult, current_actor
 from loopwright.registry.entities import (
     ApprovalRequest,
     Decision,
@@ -29,6 +29,7 @@ from loopwright.registry.entities import (
     ModelVersion,
     RegisteredModel,
     RequestStatus,
+    alias_name,
 )
 from loopwright.registry.store import RegistryStore
 from loopwright.tracking.store import ArtifactStore, TrackingStore
@@ -66,25 +67,32 @@ class RegistryService:
     def get_model(self, name: str) -> RegisteredModel:
         return self.store.get_model(name)
 
-    def search_models(self, name_like: str | None = None, tag: tuple[str, str] | None = None,
-                      alias: str | None = None) -> list[RegisteredModel]:  # fmt: skip
+    def search_models(
+        self,
+        name_like: str | None = None,
+        tag: tuple[str, str] | None = None,
+        alias: str | None = None,
+    ) -> list[RegisteredModel]:
         return self.store.search_models(name_like, tag, alias)
 
-    def update_model(self, name: str, *, description: str | None = None,
-                     tags: dict[str, str] | None = None) -> RegisteredModel:  # fmt: skip
+    def update_model(
+        self, name: str, *, description: str | None = None, tags: dict[str, str] | None = None
+    ) -> RegisteredModel:
         if tags:
             self.store.set_model_tags(name, tags)
         if description is not None:
             return self.store.update_model(name, description=description)
         return self.store.get_model(name)
 
-    def set_policy(self, name: str, policy: GatePolicy | dict[str, Any] | str | None,
-                   reason: str | None = None) -> RegisteredModel:  # fmt: skip
+    def set_policy(
+        self, name: str, policy: GatePolicy | dict[str, Any] | str | None, reason: str | None = None
+    ) -> RegisteredModel:
         """Attach a gate policy (a ``GatePolicy``, a dict or YAML text); ``None`` removes it."""
         if policy is None:
             return self.store.update_model(name, clear_policy=True, reason=reason)
-        return self.store.update_model(name, policy=_policy(policy).model_dump(mode="json"),
-                                       reason=reason)  # fmt: skip
+        return self.store.update_model(
+            name, policy=_policy(policy).model_dump(mode="json"), reason=reason
+        )
 
     def policy(self, name: str) -> GatePolicy | None:
         raw = self.store.get_model(name).policy
@@ -106,24 +114,38 @@ class RegistryService:
 
         run = self.tracking.get_run(run_id)
         refs = {r.path: r for r in self.tracking.list_artifacts(run_id, path.rstrip("/") + "/")}
-        found = [(f, refs[f"{path}/{f.file_name}"]) for f in FLAVORS.values()
-                 if f"{path}/{f.file_name}" in refs]  # fmt: skip
+        found = [
+            (f, refs[f"{path}/{f.file_name}"])
+            for f in FLAVORS.values()
+            if f"{path}/{f.file_name}" in refs
+        ]
         if not found:
-            raise NotFound(f"run {run_id} has no model under {path!r} (log one with "
-                           "run.log_model)", field="path")  # fmt: skip
+            raise NotFound(
+                f"run {run_id} has no model under {path!r} (log one with run.log_model)",
+                field="path",
+            )
         flavor, ref = found[0]
         signature = None
         if f"{path}/{SIGNATURE_FILE}" in refs:
-            signature = orjson.loads(self.artifacts.get_bytes(refs[f"{path}/{SIGNATURE_FILE}"].digest))
+            signature = orjson.loads(
+                self.artifacts.get_bytes(refs[f"{path}/{SIGNATURE_FILE}"].digest)
+            )
         try:
             self.store.get_model(name)
         except NotFound:
             self.store.create_model(name)
         return self.store.create_version(
-            name, run_id=run_id, artifact_path=ref.path, digest=ref.digest, size=ref.size,
-            flavor=flavor.name, signature=signature, metrics=dict(run.metrics),
-            description=description, tags=tags,
-        )  # fmt: skip
+            name,
+            run_id=run_id,
+            artifact_path=ref.path,
+            digest=ref.digest,
+            size=ref.size,
+            flavor=flavor.name,
+            signature=signature,
+            metrics=dict(run.metrics),
+            description=description,
+            tags=tags,
+        )
 
     def resolve(self, uri: str | ModelRef) -> ModelVersion:
         """``churn/3``, ``churn/latest`` or ``churn@champion`` -> the version."""
@@ -144,7 +166,12 @@ class RegistryService:
     def search_versions(self, name: str | None = None, **filters: Any) -> list[ModelVersion]:
         return self.store.search_versions(name, **filters)
 
-    def load(self, uri: str | ModelRef | ModelVersion, *, trusted: bool | list[str] = False) -> LoadedModel:
+    def set_version_tags(self, name: str, version: int, tags: dict[str, str]) -> ModelVersion:
+        return self.store.set_version_tags(name, version, tags)
+
+    def load(
+        self, uri: str | ModelRef | ModelVersion, *, trusted: bool | list[str] = False
+    ) -> LoadedModel:
         """Load a version for prediction; the bytes are verified against the version's digest."""
         from loopwright.registry.model import load_model
         from loopwright.registry.signature import Signature
@@ -170,6 +197,7 @@ class RegistryService:
         ``override`` is an admin's written justification for moving despite failed (or missing)
         gates; it is recorded in the audit trail. Approvals cannot be overridden.
         """
+        alias_name(alias)
         policy = self.policy(name)
         self.store.get_version(name, version)
         if policy is None or alias not in policy.protected_aliases:
@@ -179,29 +207,44 @@ class RegistryService:
         if not gate[0]:
             if not override or not override.strip():
                 raise gate[2]
-            self.store.record("gate.override", "model_version", f"{name}/{version}",
-                              after={"alias": alias, "failed": gate[2].message}, reason=override)  # fmt: skip
+            self.store.record(
+                "gate.override",
+                "model_version",
+                f"{name}/{version}",
+                after={"alias": alias, "failed": gate[2].message},
+                reason=override,
+            )
             extra["override"] = override
         request = self._granted_request(name, alias, version, policy.required_approvals)
         if request is not None:
             extra["approval_request"] = request.id
-        moved = self.store.set_alias(name, alias, version, reason=reason or override,
-                                     action="alias.promote", extra=extra)  # fmt: skip
+        moved = self.store.set_alias(
+            name, alias, version, reason=reason or override, action="alias.promote", extra=extra
+        )
         if request is not None:
             self.store.set_request_status(request.id, RequestStatus.APPLIED, reason=reason)
         return moved
 
-    def _gate_status(self, name: str, version: int,
-                     policy: GatePolicy) -> tuple[bool, Evaluation | None, GateFailed]:  # fmt: skip
+    def _gate_status(
+        self, name: str, version: int, policy: GatePolicy
+    ) -> tuple[bool, Evaluation | None, GateFailed]:
         digest = policy_digest(policy.model_dump(mode="json"))
-        evaluations = [e for e in self.store.list_evaluations(name, version)
-                       if e.report.get("policy_digest") == digest]  # fmt: skip
+        evaluations = [
+            e
+            for e in self.store.list_evaluations(name, version)
+            if e.report.get("policy_digest") == digest
+        ]
         if not evaluations:
-            return False, None, GateFailed(
-                f"{name}/{version} has no evaluation under the current gate policy; run "
-                f"`loopwright models evaluate {name}/{version} --data {policy.dataset}`",
-                field="version", failed_checks=[],
-            )  # fmt: skip
+            return (
+                False,
+                None,
+                GateFailed(
+                    f"{name}/{version} has no evaluation under the current gate policy; run "
+                    f"`loopwright models evaluate {name}/{version} --data {policy.dataset}`",
+                    field="version",
+                    failed_checks=[],
+                ),
+            )
         latest = evaluations[-1]
         if latest.passed:
             return True, latest, GateFailed("passed")
@@ -212,38 +255,49 @@ class RegistryService:
         exc.args = (exc.message,)
         return False, latest, exc
 
-    def _granted_request(self, name: str, alias: str, version: int,
-                         required: int) -> ApprovalRequest | None:  # fmt: skip
+    def _granted_request(
+        self, name: str, alias: str, version: int, required: int
+    ) -> ApprovalRequest | None:
         if required <= 0:
             return None
         for request in reversed(self.store.list_requests(name, RequestStatus.APPROVED)):
             if request.alias == alias and request.version == version:
                 return request
-        pending = [r for r in self.store.list_requests(name, RequestStatus.PENDING)
-                   if r.alias == alias and r.version == version]  # fmt: skip
-        hint = (f"request {pending[-1].id} has {pending[-1].approvals} of {required}"
-                if pending else f"request it with `loopwright models request {name} {alias} "
-                f"{version}`")  # fmt: skip
+        pending = [
+            r
+            for r in self.store.list_requests(name, RequestStatus.PENDING)
+            if r.alias == alias and r.version == version
+        ]
+        hint = (
+            f"request {pending[-1].id} has {pending[-1].approvals} of {required}"
+            if pending
+            else f"request it with `loopwright models request {name} {alias} {version}`"
+        )
         raise ApprovalRequired(
             f"moving {name}@{alias} to version {version} needs {required} approval(s) from "
             f"approvers other than the requester; {hint}",
-            field="alias", required=required,
-        )  # fmt: skip
+            field="alias",
+            required=required,
+        )
 
     def delete_alias(self, name: str, alias: str, reason: str | None = None) -> None:
         policy = self.policy(name)
         if policy is not None and alias in policy.protected_aliases and not reason:
-            raise InvalidInput(f"removing the protected alias {alias!r} needs a reason",
-                               field="reason")  # fmt: skip
+            raise InvalidInput(
+                f"removing the protected alias {alias!r} needs a reason", field="reason"
+            )
         self.store.delete_alias(name, alias, reason=reason)
 
-    def request_alias(self, name: str, alias: str, version: int,
-                      comment: str = "") -> ApprovalRequest:  # fmt: skip
+    def request_alias(
+        self, name: str, alias: str, version: int, comment: str = ""
+    ) -> ApprovalRequest:
         policy = self.policy(name)
         required = policy.required_approvals if policy is not None else 1
         return self.store.create_request(name, alias, version, required=required, comment=comment)
 
-    def decide(self, request_id: str, decision: Decision | str, comment: str = "") -> ApprovalRequest:
+    def decide(
+        self, request_id: str, decision: Decision | str, comment: str = ""
+    ) -> ApprovalRequest:
         """Approve or reject; nobody decides on their own request."""
         request = self.store.get_request(request_id)
         if request.requested_by == current_actor():
@@ -253,9 +307,13 @@ class RegistryService:
             )
         return self.store.decide(request_id, Decision(decision), comment)
 
-    def list_requests(self, name: str | None = None,
-                      status: RequestStatus | str | None = None) -> list[ApprovalRequest]:  # fmt: skip
+    def list_requests(
+        self, name: str | None = None, status: RequestStatus | str | None = None
+    ) -> list[ApprovalRequest]:
         return self.store.list_requests(name, RequestStatus(status) if status else None)
+
+    def get_request(self, request_id: str) -> ApprovalRequest:
+        return self.store.get_request(request_id)
 
     def cancel_request(self, request_id: str, reason: str = "") -> ApprovalRequest:
         request = self.store.get_request(request_id)
@@ -273,25 +331,37 @@ class RegistryService:
         candidate = self.resolve(uri)
         policy = self.policy(candidate.model)
         if policy is None:
-            raise InvalidInput(f"model {candidate.model!r} has no gate policy; set one with "
-                               "`loopwright models policy set`", field="policy")  # fmt: skip
+            raise InvalidInput(
+                f"model {candidate.model!r} has no gate policy; set one with "
+                "`loopwright models policy set`",
+                field="policy",
+            )
         frame, dataset_name, dataset_digest = self._evaluation_data(data, policy.dataset)
         champion = self._champion(candidate)
         report = evaluate(
-            policy, self.load(candidate), frame,
+            policy,
+            self.load(candidate),
+            frame,
             champion=self.load(champion) if champion else None,
             candidate_size_bytes=candidate.size,
-            candidate_signature=Signature.from_dict(candidate.signature) if candidate.signature else None,
-            champion_signature=(Signature.from_dict(champion.signature)
-                                if champion and champion.signature else None),
+            candidate_signature=Signature.from_dict(candidate.signature)
+            if candidate.signature
+            else None,
+            champion_signature=(
+                Signature.from_dict(champion.signature) if champion and champion.signature else None
+            ),
             compatibility=compatibility,
-        ).to_dict()  # fmt: skip
+        ).to_dict()
         report["policy_digest"] = policy_digest(policy.model_dump(mode="json"))
         return self.store.add_evaluation(
-            candidate.model, candidate.version, dataset_name=dataset_name,
-            dataset_digest=dataset_digest, champion_version=champion.version if champion else None,
-            passed=bool(report["passed"]), report=report,
-        )  # fmt: skip
+            candidate.model,
+            candidate.version,
+            dataset_name=dataset_name,
+            dataset_digest=dataset_digest,
+            champion_version=champion.version if champion else None,
+            passed=bool(report["passed"]),
+            report=report,
+        )
 
     def _champion(self, candidate: ModelVersion) -> ModelVersion | None:
         try:
@@ -313,10 +383,24 @@ class RegistryService:
     def list_evaluations(self, name: str, version: int | None = None) -> list[Evaluation]:
         return self.store.list_evaluations(name, version)
 
+    # -- audit --------------------------------------------------------------------------------
+
+    def audit_events(
+        self,
+        after_seq: int = 0,
+        limit: int = 1000,
+        target_type: str | None = None,
+        target_id: str | None = None,
+    ) -> list[AuditEvent]:
+        return self.store.audit_events(after_seq, limit, target_type, target_id)
+
+    def verify_audit(self, anchor: tuple[int, str] | None = None) -> VerifyResult:
+        return self.store.verify_audit(anchor)
+
     # -- datasets with content ----------------------------------------------------------------
 
     def register_dataset(self, data: pd.DataFrame, name: str, source: str | None = None) -> str:
-        """Keep a named dataset's content (Parquet) so evaluations can name it; returns its digest."""
+        """Keep a dataset's content (Parquet) so evaluations can name it; returns its digest."""
         from loopwright.data.datasets import describe_dataset
 
         ds = describe_dataset(data, name=name, context="evaluation", source=source)
@@ -341,5 +425,9 @@ def _policy(policy: Any) -> GatePolicy:
     if isinstance(policy, str):
         return GatePolicy.from_yaml(policy)
     if isinstance(policy, dict):
-        return GatePolicy.from_dict(policy) if hasattr(GatePolicy, "from_dict") else GatePolicy.model_validate(policy)
+        return (
+            GatePolicy.from_dict(policy)
+            if hasattr(GatePolicy, "from_dict")
+            else GatePolicy.model_validate(policy)
+        )
     raise InvalidInput("policy must be a GatePolicy, a dict or YAML text", field="policy")

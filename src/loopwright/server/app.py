@@ -13,10 +13,13 @@ from typing import Any
 from fastapi import FastAPI
 
 from loopwright.config import Settings
+from loopwright.errors import InvalidInput
+from loopwright.governance.access import AccessService
 from loopwright.registry.service import RegistryService
 from loopwright.server import handlers
 from loopwright.server.limits import BodySizeLimit
-from loopwright.server.routers import blobs, experiments, health, runs
+from loopwright.server.routers import access, blobs, experiments, health, runs
+from loopwright.server.routers import registry as registry_routes
 from loopwright.server.schemas import ErrorResponse
 from loopwright.tracking.store import ArtifactStore, TrackingStore
 
@@ -27,6 +30,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": description}
     for status, description in [
         (400, "Invalid input (names the field)"),
+        (401, "Missing, unknown, revoked or expired token (auth on)"),
+        (403, "Permission denied (names the permission and the model)"),
         (404, "Not found"),
         (409, "Already exists or conflicts with stored state"),
         (413, "Request body too large"),
@@ -54,9 +59,10 @@ def create_app(
     app.state.artifacts = artifacts
     app.state.settings = settings
     app.state.registry = registry if registry is not None else _registry(tracking, artifacts)
+    app.state.access = _access(tracking, settings)
     handlers.install(app)
     app.include_router(health.router)
-    for module in (experiments, runs, blobs):
+    for module in (experiments, runs, blobs, registry_routes, access):
         app.include_router(module.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.add_middleware(
         BodySizeLimit,
@@ -75,6 +81,19 @@ def _registry(tracking: TrackingStore, artifacts: ArtifactStore) -> RegistryServ
     if not isinstance(tracking, SqlTrackingStore):
         return None
     return RegistryService(SqlRegistryStore(tracking), tracking, artifacts)
+
+
+def _access(tracking: TrackingStore, settings: Settings) -> AccessService | None:
+    """Users, tokens and roles live in the SQL database; auth without them is refused loudly."""
+    from loopwright.backends.sql.access import SqlAccessStore
+    from loopwright.backends.sql.store import SqlTrackingStore
+
+    if isinstance(tracking, SqlTrackingStore):
+        return AccessService(SqlAccessStore(tracking))
+    if settings.auth:
+        raise InvalidInput("auth needs a SQL metadata store (users, tokens and roles live there)",
+                           field="auth")  # fmt: skip
+    return None
 
 
 def _closing(tracking: TrackingStore) -> Any:

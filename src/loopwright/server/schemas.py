@@ -154,3 +154,183 @@ class ArtifactList(BaseModel):
 class BlobPublic(BaseModel):
     digest: str
     size: int
+
+
+# -- registry -------------------------------------------------------------------------------
+
+
+class ModelCreate(_Strict):
+    name: str
+    description: str = ""
+    tags: dict[str, str] | None = None
+
+
+class ModelUpdate(_Strict):
+    """Only the fields present change; tags are merged key by key."""
+
+    description: str | None = None
+    tags: dict[str, str] | None = None
+
+
+class ModelPublic(BaseModel):
+    name: str
+    description: str
+    created_at: int
+    updated_at: int
+    created_by: str | None
+    tags: dict[str, str]
+    aliases: dict[str, int]
+    policy: dict[str, object] | None
+    latest_version: int | None
+
+
+class ModelList(BaseModel):
+    models: list[ModelPublic]
+
+
+class PolicySet(_Strict):
+    """A gate policy as an object or as YAML text (a raw YAML body is accepted too)."""
+
+    policy: dict[str, object] | str
+    reason: str | None = None
+
+
+class VersionCreate(_Strict):
+    run_id: str
+    path: str = "model"
+    description: str = ""
+    tags: dict[str, str] | None = None
+
+
+class VersionUpdate(_Strict):
+    tags: dict[str, str]
+
+
+class VersionPublic(BaseModel):
+    model: str
+    version: int
+    run_id: str | None
+    artifact_path: str
+    digest: str
+    size: int
+    flavor: str
+    signature: dict[str, object] | None
+    metrics: dict[str, WireFloat]
+    description: str
+    created_at: int
+    created_by: str | None
+    tags: dict[str, str]
+    aliases: list[str]
+
+
+class VersionList(BaseModel):
+    versions: list[VersionPublic]
+
+
+class AliasSet(_Strict):
+    """``override`` is an admin's written justification for moving past failed gates."""
+
+    version: int
+    reason: str | None = None
+    override: str | None = None
+
+
+class EvaluateCreate(_Strict):
+    """``dataset`` names a dataset registered with its content (default: the policy's)."""
+
+    dataset: str | None = None
+
+
+class EvaluationPublic(BaseModel):
+    id: str
+    model: str
+    version: int
+    dataset_name: str
+    dataset_digest: str | None
+    champion_version: int | None
+    passed: bool
+    report: dict[str, object]
+    created_at: int
+    created_by: str | None
+
+
+class EvaluationList(BaseModel):
+    evaluations: list[EvaluationPublic]
+
+
+class RegisteredDatasetPublic(BaseModel):
+    name: str
+    digest: str
+    schema_: list[dict[str, str]] = Field(alias="schema")
+    num_rows: int
+    source: str | None
+    created_at: int | None
+    content_digest: str
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+
+class RequestCreate(_Strict):
+    alias: str
+    version: int
+    comment: str = ""
+
+
+class DecisionCreate(_Strict):
+    comment: str = ""
+
+
+class CancelCreate(_Strict):
+    reason: str = ""
+
+
+class DecisionPublic(BaseModel):
+    approver: str
+    decision: str
+    comment: str
+    decided_at: int
+
+
+class RequestPublic(BaseModel):
+    id: str
+    model: str
+    alias: str
+    version: int
+    status: str
+    required: int
+    requested_by: str
+    requested_at: int
+    comment: str
+    approvals: int
+    decisions: list[DecisionPublic]
+
+
+class RequestList(BaseModel):
+    requests: list[RequestPublic]
+
+
+class AuditEventPublic(BaseModel):
+    seq: int
+    ts: int
+    actor: str
+    action: str
+    target_type: str
+    target_id: str
+    before: object
+    after: object
+    reason: str | None
+    prev_hash: str
+    hash: str
+
+
+class AuditEventList(BaseModel):
+    events: list[AuditEventPublic]
+
+
+class VerifyPublic(BaseModel):
+    ok: bool
+    checked: int
+    head_seq: int
+    head_hash: str
+    first_bad_seq: int | None = None
+    problem: str | None = None

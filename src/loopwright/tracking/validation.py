@@ -1,4 +1,4 @@
-"""Input checks shared by every tracking store, so each backend refuses the same things the same way.
+"""Input checks shared by every tracking store, so each backend refuses the same things alike.
 
 Each function takes the field name first: the error a user sees always says which field was wrong.
 """

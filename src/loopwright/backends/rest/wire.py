@@ -1,7 +1,8 @@
 """Entities <-> JSON, shared by the server and the REST backend so the two cannot drift.
 
 Everything that crosses HTTP is built and read here: experiments, runs, dataset inputs, artifact
-refs, search pages, and the columnar metric batch. Readers of untrusted input (the ``*_from_*``
+refs, search pages, the columnar metric batch, and the registry's models, versions, evaluations,
+approval requests and audit events. Readers of untrusted input (the ``*_from_*``
 functions the server uses) raise :class:`~loopwright.errors.InvalidInput` naming the exact field,
 e.g. ``metrics.value[17]``.
 
@@ -13,6 +14,7 @@ a Python object per point. JSON has no NaN or infinity, so those travel as the s
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from operator import itemgetter
@@ -21,6 +23,16 @@ from typing import Any
 import orjson
 
 from loopwright.errors import InvalidInput
+from loopwright.governance.audit import AuditEvent, VerifyResult
+from loopwright.registry.entities import (
+    ApprovalDecision,
+    ApprovalRequest,
+    Decision,
+    Evaluation,
+    ModelVersion,
+    RegisteredModel,
+    RequestStatus,
+)
 from loopwright.tracking.entities import (
     ArtifactRef,
     DatasetInput,
@@ -34,22 +46,38 @@ from loopwright.tracking.entities import (
 
 __all__ = [
     "BATCH_FIELDS",
+    "DATASET_FIELDS",
     "METRIC_COLUMNS",
+    "anchor_to_str",
     "artifact_from_dict",
     "artifact_to_dict",
+    "audit_event_from_dict",
+    "audit_event_to_dict",
     "batch_to_json",
     "dataset_from_dict",
     "dataset_to_dict",
+    "evaluation_from_dict",
+    "evaluation_to_dict",
     "experiment_from_dict",
     "experiment_to_dict",
     "metrics_from_columns",
     "metrics_to_columns",
+    "model_from_dict",
+    "model_to_dict",
     "page_from_dict",
     "page_to_dict",
+    "parse_anchor",
     "parse_batch",
+    "registered_dataset_to_dict",
+    "request_from_dict",
+    "request_to_dict",
     "run_from_dict",
     "run_to_dict",
     "string_map",
+    "verify_from_dict",
+    "verify_to_dict",
+    "version_from_dict",
+    "version_to_dict",
 ]
 
 METRIC_COLUMNS = ("key", "value", "step", "timestamp")
@@ -297,3 +325,193 @@ def _invalid(field: str, message: str) -> InvalidInput:
 def _describe(value: Any) -> str:
     shown = orjson.dumps(value).decode()
     return shown if len(shown) <= 40 else shown[:37] + "..."
+
+
+# -- registry -------------------------------------------------------------------------------
+# Registry entities carry only JSON-safe values except version metrics (non-finite floats are
+# encoded as for runs), so each pair below is a plain field copy.
+
+
+def model_to_dict(model: RegisteredModel) -> dict[str, Any]:
+    return {
+        "name": model.name,
+        "description": model.description,
+        "created_at": model.created_at,
+        "updated_at": model.updated_at,
+        "created_by": model.created_by,
+        "tags": dict(model.tags),
+        "aliases": dict(model.aliases),
+        "policy": model.policy,
+        "latest_version": model.latest_version,
+    }
+
+
+def model_from_dict(data: dict[str, Any]) -> RegisteredModel:
+    return RegisteredModel(
+        name=data["name"],
+        description=data.get("description") or "",
+        created_at=data["created_at"],
+        updated_at=data["updated_at"],
+        created_by=data.get("created_by"),
+        tags=data.get("tags") or {},
+        aliases=data.get("aliases") or {},
+        policy=data.get("policy"),
+        latest_version=data.get("latest_version"),
+    )
+
+
+def version_to_dict(mv: ModelVersion) -> dict[str, Any]:
+    return {
+        "model": mv.model,
+        "version": mv.version,
+        "run_id": mv.run_id,
+        "artifact_path": mv.artifact_path,
+        "digest": mv.digest,
+        "size": mv.size,
+        "flavor": mv.flavor,
+        "signature": mv.signature,
+        "metrics": {key: encode_float(value) for key, value in mv.metrics.items()},
+        "description": mv.description,
+        "created_at": mv.created_at,
+        "created_by": mv.created_by,
+        "tags": dict(mv.tags),
+        "aliases": list(mv.aliases),
+    }
+
+
+def version_from_dict(data: dict[str, Any]) -> ModelVersion:
+    return ModelVersion(
+        model=data["model"],
+        version=data["version"],
+        run_id=data.get("run_id"),
+        artifact_path=data["artifact_path"],
+        digest=data["digest"],
+        size=data["size"],
+        flavor=data["flavor"],
+        signature=data.get("signature"),
+        metrics={k: _decode_number(v) for k, v in (data.get("metrics") or {}).items()},
+        description=data.get("description") or "",
+        created_at=data["created_at"],
+        created_by=data.get("created_by"),
+        tags=data.get("tags") or {},
+        aliases=list(data.get("aliases") or []),
+    )
+
+
+def evaluation_to_dict(ev: Evaluation) -> dict[str, Any]:
+    return {
+        "id": ev.id,
+        "model": ev.model,
+        "version": ev.version,
+        "dataset_name": ev.dataset_name,
+        "dataset_digest": ev.dataset_digest,
+        "champion_version": ev.champion_version,
+        "passed": ev.passed,
+        "report": ev.report,
+        "created_at": ev.created_at,
+        "created_by": ev.created_by,
+    }
+
+
+def evaluation_from_dict(data: dict[str, Any]) -> Evaluation:
+    return Evaluation(
+        id=data["id"],
+        model=data["model"],
+        version=data["version"],
+        dataset_name=data["dataset_name"],
+        dataset_digest=data.get("dataset_digest"),
+        champion_version=data.get("champion_version"),
+        passed=bool(data["passed"]),
+        report=data.get("report") or {},
+        created_at=data["created_at"],
+        created_by=data.get("created_by"),
+    )
+
+
+def request_to_dict(request: ApprovalRequest) -> dict[str, Any]:
+    return {
+        "id": request.id,
+        "model": request.model,
+        "alias": request.alias,
+        "version": request.version,
+        "status": request.status.value,
+        "required": request.required,
+        "requested_by": request.requested_by,
+        "requested_at": request.requested_at,
+        "comment": request.comment,
+        "approvals": request.approvals,
+        "decisions": [
+            {
+                "approver": d.approver,
+                "decision": d.decision.value,
+                "comment": d.comment,
+                "decided_at": d.decided_at,
+            }
+            for d in request.decisions
+        ],
+    }
+
+
+def request_from_dict(data: dict[str, Any]) -> ApprovalRequest:
+    decisions = [
+        ApprovalDecision(
+            d["approver"], Decision(d["decision"]), d.get("comment") or "", d["decided_at"]
+        )
+        for d in data.get("decisions") or []
+    ]
+    return ApprovalRequest(
+        id=data["id"],
+        model=data["model"],
+        alias=data["alias"],
+        version=data["version"],
+        status=RequestStatus(data["status"]),
+        required=data["required"],
+        requested_by=data["requested_by"],
+        requested_at=data["requested_at"],
+        comment=data.get("comment") or "",
+        decisions=decisions,
+    )
+
+
+def audit_event_to_dict(event: AuditEvent) -> dict[str, Any]:
+    return event.to_dict()
+
+
+def audit_event_from_dict(data: dict[str, Any]) -> AuditEvent:
+    return AuditEvent.from_dict(data)
+
+
+def verify_to_dict(result: VerifyResult) -> dict[str, Any]:
+    return dataclasses.asdict(result)
+
+
+def verify_from_dict(data: dict[str, Any]) -> VerifyResult:
+    return VerifyResult(
+        ok=bool(data["ok"]),
+        checked=int(data["checked"]),
+        head_seq=int(data["head_seq"]),
+        head_hash=str(data["head_hash"]),
+        first_bad_seq=data.get("first_bad_seq"),
+        problem=data.get("problem"),
+    )
+
+
+#: The columns of a registered dataset that travel (``content_digest`` names its Parquet blob).
+DATASET_FIELDS = ("name", "digest", "schema", "num_rows", "source", "created_at", "content_digest")
+
+
+def registered_dataset_to_dict(row: dict[str, Any]) -> dict[str, Any]:
+    return {key: row.get(key) for key in DATASET_FIELDS}
+
+
+def anchor_to_str(anchor: tuple[int, str]) -> str:
+    """An audit anchor as ``SEQ:HASH`` (what ``loopwright audit anchor`` prints)."""
+    return f"{anchor[0]}:{anchor[1]}"
+
+
+def parse_anchor(text: str, where: str = "anchor") -> tuple[int, str]:
+    """``SEQ:HASH`` -> ``(seq, hash)``; anything else names ``where``."""
+    seq, sep, digest = text.strip().partition(":")
+    if not sep or not seq.isdigit() or len(digest) != 64:
+        raise _invalid(where, f"expected SEQ:HASH (e.g. 42:<64 hex characters>), got {text!r}")
+    return int(seq), digest

@@ -43,8 +43,9 @@ def append_event(
     before, after = jsonable(before), jsonable(after)
     ts, actor = int(time.time() * 1000), current_actor()
     digest = event_hash(seq, ts, actor, action, target_type, target_id, before, after, reason, prev)
-    event = AuditEvent(seq, ts, actor, action, target_type, target_id, before, after, reason, prev,
-                       digest)  # fmt: skip
+    event = AuditEvent(
+        seq, ts, actor, action, target_type, target_id, before, after, reason, prev, digest
+    )
     conn.execute(a.insert().values(**event.to_dict()))
     return event
 

@@ -98,6 +98,8 @@ latest_metrics = Table(
     Column("step", BigInteger, nullable=False),
     Column("timestamp", BigInteger, nullable=False),
     Column("value", Float(precision=53)),
+    # revision 0003: metric filters range-scan this (covering) index; see backends/sql/search.py
+    Index(None, "key", "value", "run_id"),
 )
 
 datasets = Table(

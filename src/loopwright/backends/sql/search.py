@@ -1,13 +1,24 @@
 """Compile the run-search AST (:mod:`loopwright.tracking.search`) into SQLAlchemy Core.
 
 The parser has already rejected every ill-typed filter, so nothing here raises
-:class:`~loopwright.errors.LoopwrightError`. Conditions on metrics, params and tags are ``EXISTS``
-subqueries correlated with ``runs``, which makes every leaf two-valued (true or false, never
-NULL): ``NOT`` is then an exact complement, and a run lacking a key fails any comparison on it.
-Metric conditions read ``latest_metrics``, where a NULL value means NaN and NaN never matches.
+:class:`~loopwright.errors.LoopwrightError`. Conditions on metrics, params and tags are membership
+tests of ``runs.id`` in a set of run ids (never NULL), which makes every leaf two-valued (true or
+false, never NULL): ``NOT`` is then an exact complement, and a run lacking a key fails any
+comparison on it. Metric conditions read ``latest_metrics``, where a NULL value means NaN and NaN
+never matches.
+
+How each leaf is written is chosen for the query planners:
+
+- a metric comparison is an *uncorrelated* ``runs.id IN (SELECT run_id FROM latest_metrics WHERE
+  key = ? AND value ...)``: the ``(key, value, run_id)`` index answers it with one range scan, the
+  database builds the id set once, and it can drive the search (look runs up by primary key);
+- a param or tag comparison stays a *correlated* ``EXISTS``, one primary-key probe on
+  ``(run_id, key)`` per candidate run. Their values are unbounded text, which PostgreSQL cannot
+  put in a btree index (rows over 2,704 bytes are refused), so there is no index to range-scan.
 
 What SQLite and PostgreSQL disagree on lives in :class:`_Dialect` and its two subclasses only:
-how a text value becomes a number without raising, and how to get a case-sensitive LIKE.
+how a text value becomes a number without raising, how to get a case-sensitive LIKE, how to hint
+SQLite's planner (it has no statistics) and how to bind a list of ids as one parameter.
 """
 
 from __future__ import annotations
@@ -17,18 +28,22 @@ from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     ColumnElement,
     Float,
     Numeric,
     Select,
     Table,
     and_,
+    bindparam,
     case,
     cast,
     func,
     literal,
+    literal_column,
     not_,
     or_,
     select,
@@ -50,7 +65,14 @@ from loopwright.tracking.search import (
     Value,
 )
 
-__all__ = ["NUMBER_PATTERN", "apply_search", "like_to_glob", "order_clauses"]
+__all__ = [
+    "NUMBER_PATTERN",
+    "apply_search",
+    "bind_ids",
+    "id_list",
+    "like_to_glob",
+    "order_clauses",
+]
 
 #: When a param or tag value counts as a number (the same rule on every database): an optional
 #: sign, digits with an optional fraction, and an exponent of at most three digits. The bounded
@@ -99,6 +121,22 @@ class _Dialect:
     def ilike(self, column: ColumnElement[str], pattern: str) -> ColumnElement[bool]:
         return column.ilike(pattern)
 
+    def scope(self, condition: ColumnElement[bool], driven: bool) -> ColumnElement[bool]:
+        """The experiment condition; ``driven`` when a metric id set can drive the search."""
+        return condition
+
+    def one_of(self, column: ColumnElement[str], name: str) -> ColumnElement[bool]:
+        """``column`` is one of the ids bound as the single parameter ``name`` (a list).
+
+        One parameter instead of ``IN (?, ?, ...)``: the SQL text is the same for any number of
+        ids, so it is compiled once and nothing is re-rendered per call.
+        """
+        return column == func.any(bindparam(name))
+
+    def bind_ids(self, ids: Sequence[str]) -> Any:
+        """The value of the parameter :meth:`one_of` binds."""
+        return list(ids)
+
 
 class _Postgres(_Dialect):
     """NUMERIC, not float8: an exact cast that cannot overflow for the values the regex allows.
@@ -113,13 +151,31 @@ class _Postgres(_Dialect):
 
 
 class _Sqlite(_Dialect):
-    """SQLite's LIKE ignores ASCII case, so a case-sensitive LIKE is rewritten as GLOB."""
+    """SQLite's LIKE ignores ASCII case, so a case-sensitive LIKE is rewritten as GLOB.
+
+    Without ``ANALYZE`` statistics SQLite's planner assumes an equality on an indexed column is
+    more selective than any ``IN (subquery)``, so it would walk every run of the experiment and
+    probe the metric id set for each. ``likely()`` (a documented planner hint that returns its
+    argument unchanged) keeps the experiment condition off the index when a metric id set can
+    drive the search instead: 5,000 runs, 1,000 metric matches and 250 results take ~1.8 ms
+    instead of ~3 ms.
+    """
 
     def like(self, column: ColumnElement[str], pattern: str) -> ColumnElement[bool]:
         return column.op("GLOB", is_comparison=True)(literal(like_to_glob(pattern)))
 
     def ilike(self, column: ColumnElement[str], pattern: str) -> ColumnElement[bool]:
         return column.like(pattern, escape="\\")
+
+    def scope(self, condition: ColumnElement[bool], driven: bool) -> ColumnElement[bool]:
+        return func.likely(condition, type_=Boolean()) if driven else condition
+
+    def one_of(self, column: ColumnElement[str], name: str) -> ColumnElement[bool]:
+        ids = select(literal_column("value")).select_from(func.json_each(bindparam(name)))
+        return column.in_(ids.scalar_subquery())
+
+    def bind_ids(self, ids: Sequence[str]) -> Any:
+        return orjson.dumps(list(ids)).decode()
 
 
 _DIALECTS: dict[str, _Dialect] = {"postgresql": _Postgres(), "sqlite": _Sqlite()}
@@ -160,6 +216,7 @@ def apply_search(
     filter_expr: Expr | None,
     order_keys: Sequence[OrderKey] | None,
     dialect_name: str,
+    experiment_ids: Sequence[str] = (),
 ) -> Select[Any]:
     """Add the filter's WHERE and a stable ORDER BY to ``stmt``, a select over ``schema.runs``.
 
@@ -167,11 +224,40 @@ def apply_search(
     always ends with ``start_time DESC, id`` so offset or keyset pagination is stable; pass a
     statement without its own ORDER BY (these clauses are appended) that selects FROM
     ``schema.runs`` itself, not an alias: the subqueries correlate with that table.
+    ``experiment_ids``, when given, restricts the search to those experiments (written here, not
+    by the caller, because how it is written depends on the filter; see :class:`_Sqlite`).
     """
     dialect = _dialect(dialect_name)
+    if experiment_ids:
+        scope = _runs.c.experiment_id.in_(list(experiment_ids))
+        stmt = stmt.where(dialect.scope(scope, _has_metric_term(filter_expr)))
     if filter_expr is not None:
         stmt = stmt.where(_compile(filter_expr, dialect))
     return stmt.order_by(*order_clauses(order_keys or ()))
+
+
+def id_list(column: ColumnElement[str], name: str, dialect_name: str) -> ColumnElement[bool]:
+    """``column`` is one of a list of ids bound as the one parameter ``name``.
+
+    Bind the list with :func:`bind_ids`. The statement's SQL does not depend on the list's length,
+    so a statement built once compiles once.
+    """
+    return _dialect(dialect_name).one_of(column, name)
+
+
+def bind_ids(ids: Sequence[str], dialect_name: str) -> Any:
+    """The parameter value for :func:`id_list` on this database."""
+    return _dialect(dialect_name).bind_ids(ids)
+
+
+def _has_metric_term(expr: Expr | None) -> bool:
+    """Whether every match must satisfy a metric comparison (so its id set can drive)."""
+    items = expr.items if isinstance(expr, And) else (expr,)
+    return any(_is_metric_comparison(item) for item in items)
+
+
+def _is_metric_comparison(expr: Expr | None) -> bool:
+    return isinstance(expr, Compare | InList) and expr.field.entity == "metric"
 
 
 def order_clauses(order_keys: Sequence[OrderKey]) -> list[UnaryExpression[Any]]:
@@ -219,6 +305,8 @@ def _is_null(expr: IsNull) -> ColumnElement[bool]:
 def _leaf(expr: Compare | InList, dialect: _Dialect) -> ColumnElement[bool]:
     """A comparison, applied to the run's column or inside an EXISTS over its key rows."""
     field = expr.field
+    if field.entity == "metric":
+        return _member(field, _predicate(expr, schema.latest_metrics.c.value, dialect))
     if field.entity != "attribute":
         table = _KEY_VALUE_TABLES[field.entity]
         return _exists(field, _predicate(expr, table.c.value, dialect))
@@ -226,6 +314,12 @@ def _leaf(expr: Compare | InList, dialect: _Dialect) -> ColumnElement[bool]:
     predicate = _predicate(expr, column, dialect)
     # A NULL attribute must make the leaf false (not unknown), so NOT stays a complement.
     return and_(column.is_not(None), predicate) if column.nullable else predicate
+
+
+def _member(field: Field, predicate: ColumnElement[bool]) -> ColumnElement[bool]:
+    """``runs.id`` IN the (uncorrelated) set of runs whose metric matches ``predicate``."""
+    lm = schema.latest_metrics
+    return _runs.c.id.in_(select(lm.c.run_id).where(lm.c.key == field.key, predicate))
 
 
 def _exists(field: Field, predicate: ColumnElement[bool] | None) -> ColumnElement[bool]:

@@ -24,6 +24,7 @@ from sqlalchemy.exc import OperationalError
 from loopwright.backends.sql import migrate
 from loopwright.backends.sql import schema as t
 from loopwright.backends.sql.dialects import WRITE, dialect_for, mask_url
+from loopwright.backends.sql.hydrate import RUN_COLUMNS, hydrate
 from loopwright.errors import (
     AlreadyExists,
     Conflict,
@@ -118,8 +119,13 @@ class SqlTrackingStore:
                         id=exp.id, name=name, created_at=exp.created_at, tags=tags
                     )
                 )
-                self.audit(conn, "experiment.create", "experiment", exp.id,
-                           after={"name": name, "tags": tags})  # fmt: skip
+                self.audit(
+                    conn,
+                    "experiment.create",
+                    "experiment",
+                    exp.id,
+                    after={"name": name, "tags": tags},
+                )
         except SAIntegrityError:
             raise AlreadyExists(f"experiment {name!r} already exists", field="name") from None
         return exp
@@ -187,15 +193,23 @@ class SqlTrackingStore:
                     t.tags.insert(),
                     [{"run_id": run_id, "key": k, "value": x} for k, x in tags.items()],
                 )
-            self.audit(conn, "run.create", "run", run_id,
-                       after={"experiment_id": experiment_id, "name": name,
-                              "parent_run_id": parent_run_id})  # fmt: skip
+            self.audit(
+                conn,
+                "run.create",
+                "run",
+                run_id,
+                after={
+                    "experiment_id": experiment_id,
+                    "name": name,
+                    "parent_run_id": parent_run_id,
+                },
+            )
         return self.get_run(run_id)
 
     def get_run(self, run_id: str) -> Run:
         v.identifier("run_id", run_id)
         with self._read() as conn:
-            row = conn.execute(select(t.runs).where(t.runs.c.id == run_id)).first()
+            row = conn.execute(select(*RUN_COLUMNS).where(t.runs.c.id == run_id)).first()
             if row is None:
                 raise NotFound(f"run {run_id!r} not found", field="run_id")
             return self._hydrate(conn, [row])[0]
@@ -222,8 +236,14 @@ class SqlTrackingStore:
                 .where(t.runs.c.id == run_id)
                 .values(status=status.value, end_time=end, error=error, heartbeat_at=end)
             )
-            self.audit(conn, "run.end", "run", run_id, before={"status": before},
-                       after={"status": status.value})  # fmt: skip
+            self.audit(
+                conn,
+                "run.end",
+                "run",
+                run_id,
+                before={"status": before},
+                after={"status": status.value},
+            )
         return self.get_run(run_id)
 
     def resume_run(self, run_id: str) -> Run:
@@ -235,8 +255,14 @@ class SqlTrackingStore:
                 .where(t.runs.c.id == run_id)
                 .values(status=RunStatus.RUNNING.value, end_time=None, heartbeat_at=now_ms())
             )
-            self.audit(conn, "run.resume", "run", run_id, before={"status": before},
-                       after={"status": RunStatus.RUNNING.value})  # fmt: skip
+            self.audit(
+                conn,
+                "run.resume",
+                "run",
+                run_id,
+                before={"status": before},
+                after={"status": RunStatus.RUNNING.value},
+            )
         return self.get_run(run_id)
 
     def _status(self, conn: Connection, run_id: str) -> str:
@@ -245,8 +271,9 @@ class SqlTrackingStore:
             raise NotFound(f"run {run_id!r} not found", field="run_id")
         return str(status)
 
-    def audit(self, conn: Connection, action: str, target_type: str, target_id: str,
-              **kw: Any) -> None:  # fmt: skip
+    def audit(
+        self, conn: Connection, action: str, target_type: str, target_id: str, **kw: Any
+    ) -> None:
         """Record a state change in the hash-chained audit log, in the same transaction."""
         from loopwright.backends.sql.audit import append_event
 
@@ -375,10 +402,7 @@ class SqlTrackingStore:
         expr, keys = parse_filter(filter), parse_order_by(order_by)
         query_hash = _query_hash(ids, filter, order_by)
         offset = _decode_token(page_token, query_hash)
-        stmt = select(t.runs)
-        if ids:
-            stmt = stmt.where(t.runs.c.experiment_id.in_(ids))
-        stmt = apply_search(stmt, expr, keys, self.dialect.name)
+        stmt = apply_search(select(*RUN_COLUMNS), expr, keys, self.dialect.name, ids)
         stmt = stmt.offset(offset).limit(max_results + 1)
         with self._read() as conn:
             rows = conn.execute(stmt).all()
@@ -388,71 +412,8 @@ class SqlTrackingStore:
         return Page(items=runs, next_page_token=token)
 
     def _hydrate(self, conn: Connection, rows: Sequence[Any]) -> list[Run]:
-        """Attach params, tags, latest metrics and inputs to run rows in four queries."""
-        ids = [r.id for r in rows]
-        if not ids:
-            return []
-        params = _grouped(
-            conn,
-            select(t.params.c.run_id, t.params.c.key, t.params.c.value).where(
-                t.params.c.run_id.in_(ids)
-            ),
-        )
-        tags = _grouped(
-            conn,
-            select(t.tags.c.run_id, t.tags.c.key, t.tags.c.value).where(t.tags.c.run_id.in_(ids)),
-        )
-        lm = t.latest_metrics
-        metrics = _grouped(
-            conn, select(lm.c.run_id, lm.c.key, lm.c.value).where(lm.c.run_id.in_(ids))
-        )
-        inputs: dict[str, list[DatasetInput]] = {}
-        ri, ds = t.run_inputs, t.datasets
-        for r in conn.execute(
-            select(
-                ri.c.run_id,
-                ri.c.name,
-                ri.c.context,
-                ds.c.digest,
-                ds.c.schema,
-                ds.c.num_rows,
-                ds.c.source,
-            )
-            .join(ds, ds.c.digest == ri.c.digest)
-            .where(ri.c.run_id.in_(ids))
-            .order_by(ri.c.context, ri.c.name)
-        ):
-            inputs.setdefault(r.run_id, []).append(
-                DatasetInput(
-                    name=r.name,
-                    digest=r.digest,
-                    schema=r.schema,
-                    num_rows=r.num_rows,
-                    context=r.context,
-                    source=r.source,
-                )
-            )
-        return [
-            Run(
-                id=r.id,
-                experiment_id=r.experiment_id,
-                name=r.name,
-                status=RunStatus(r.status),
-                start_time=r.start_time,
-                end_time=r.end_time,
-                user=r.user,
-                parent_run_id=r.parent_run_id,
-                heartbeat_at=r.heartbeat_at,
-                error=r.error,
-                params=params.get(r.id, {}),
-                tags=tags.get(r.id, {}),
-                metrics={
-                    k: (math.nan if x is None else x) for k, x in metrics.get(r.id, {}).items()
-                },
-                inputs=inputs.get(r.id, []),
-            )
-            for r in rows
-        ]
+        """Runs for rows of :data:`~.hydrate.RUN_COLUMNS`, with params, tags, metrics, inputs."""
+        return hydrate(conn, rows, self.dialect.name)
 
     # -- inputs and artifacts ----------------------------------------------------------------
 
@@ -543,13 +504,6 @@ def _experiment(row: Any) -> Experiment:
     return Experiment(
         id=row.id, name=row.name, created_at=row.created_at, tags=dict(row.tags or {})
     )
-
-
-def _grouped(conn: Connection, stmt: Any) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for run_id, key, value in conn.execute(stmt):
-        out.setdefault(run_id, {})[key] = value
-    return out
 
 
 def _query_hash(ids: list[str], filter: str | None, order_by: Sequence[str] | None) -> str:

@@ -17,6 +17,11 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("datasets", schema=None) as batch_op:
         batch_op.add_column(sa.Column("content_digest", sa.String(length=64), nullable=True))
+    with op.batch_alter_table("latest_metrics", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_latest_metrics_key_value_run_id"), ["key", "value", "run_id"],
+            unique=False,
+        )  # fmt: skip
     op.create_table(
         "approval_requests",
         sa.Column("id", sa.String(length=32), nullable=False),
@@ -203,10 +208,11 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_model_versions_run_id"), ["run_id"], unique=False)
 
 
-
 def downgrade() -> None:
     with op.batch_alter_table("datasets", schema=None) as batch_op:
         batch_op.drop_column("content_digest")
+    with op.batch_alter_table("latest_metrics", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_latest_metrics_key_value_run_id"))
     with op.batch_alter_table("model_versions", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_model_versions_run_id"))
         batch_op.drop_index(batch_op.f("ix_model_versions_digest"))
