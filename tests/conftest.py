@@ -44,7 +44,7 @@ def pg_url() -> Iterator[str]:
         admin = _admin_engine()
         with admin.connect() as conn:
             conn.execute(text("SELECT 1"))
-    except Exception as exc:  # noqa: BLE001 - any failure to reach the server
+    except Exception as exc:
         message = f"PostgreSQL not reachable at {PG_URI}: {exc.__class__.__name__}: {exc}"
         if IN_CI:
             pytest.fail(message + " (CI=true: the PostgreSQL tests must run)")

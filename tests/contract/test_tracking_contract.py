@@ -238,7 +238,12 @@ def test_search_pages_cover_everything_once(client: Client) -> None:
     assert sorted(seen) == sorted(ids.values())
     assert seen[-1] == ids["e"]  # NaN / missing sorts last
     with pytest.raises(InvalidInput) as info:
-        client.search_runs("search", "metrics.auc > 0", max_results=2, page_token=page.next_page_token or _token(client))
+        client.search_runs(
+            "search",
+            "metrics.auc > 0",
+            max_results=2,
+            page_token=page.next_page_token or _token(client),
+        )
     assert info.value.field == "page_token"
 
 

@@ -38,6 +38,19 @@ ROUTES = {
     ("/api/v1/blobs/{digest}", "put"),
     ("/api/v1/blobs/{digest}", "get"),
     ("/api/v1/blobs/{digest}", "head"),
+    # access control (server/routers/access.py)
+    ("/api/v1/whoami", "get"),
+    ("/api/v1/users", "get"),
+    ("/api/v1/users", "post"),
+    ("/api/v1/users/{user}", "get"),
+    ("/api/v1/users/{user}/disable", "post"),
+    ("/api/v1/users/{user}/enable", "post"),
+    ("/api/v1/tokens", "get"),
+    ("/api/v1/tokens", "post"),
+    ("/api/v1/tokens/{token_id}/revoke", "post"),
+    ("/api/v1/roles", "get"),
+    ("/api/v1/roles", "post"),
+    ("/api/v1/roles", "delete"),
 }
 
 

@@ -9,8 +9,8 @@ is printed as one red ``error: ...`` line, exiting with :func:`loopwright.errors
 bad input). Anything else is a bug: one line without ``--debug``, the full traceback with it.
 Usage errors from the parser itself exit 2 as usual.
 
-Global options (``--tracking-uri``, ``--artifacts-uri``, ``--debug``) may be given before or after
-the command (``loopwright runs list --tracking-uri ./store``).
+Global options (``--tracking-uri``, ``--artifacts-uri``, ``--user``, ``--debug``) may be given
+before or after the command (``loopwright runs list --tracking-uri ./store``).
 """
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from loopwright import errors
-from loopwright.cli import commands, render
+from loopwright.cli import access, commands, models, render
+from loopwright.cli import lineage as lineage_cli
 from loopwright.client import Client
 from loopwright.config import Settings
 
 #: Root options that may appear anywhere on the command line; True if the option takes a value.
-GLOBAL_OPTIONS = {"--tracking-uri": True, "--artifacts-uri": True, "--debug": False}
+GLOBAL_OPTIONS = {"--tracking-uri": True, "--artifacts-uri": True, "--user": True, "--debug": False}
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +118,9 @@ db_app = typer.Typer(help="Manage the SQL metadata store's schema.", no_args_is_
 app.add_typer(experiments_app, name="experiments")
 app.add_typer(runs_app, name="runs")
 app.add_typer(db_app, name="db")
+models.install(app)  # models, datasets, audit
+access.install(app)  # users, tokens, roles
+app.command("lineage")(lineage_cli.lineage)
 
 
 @app.callback()
@@ -134,13 +138,17 @@ def root(
         str | None,
         typer.Option(help="Where SQL stores keep artifacts (env LOOPWRIGHT_ARTIFACTS_URI)."),
     ] = None,
+    user: Annotated[
+        str | None,
+        typer.Option(help="Act as this user: the audit trail's name (env LOOPWRIGHT_USER)."),
+    ] = None,
     debug: Annotated[
         bool, typer.Option("--debug", help="Show tracebacks of unexpected errors.")
     ] = False,
 ) -> None:
     """Build the settings once; every command reads them from the context."""
     settings = Settings.from_env().with_overrides(
-        tracking_uri=tracking_uri, artifacts_uri=artifacts_uri
+        tracking_uri=tracking_uri, artifacts_uri=artifacts_uri, user=user
     )
     ctx.obj = State(settings, debug, _out_console(), _error_console())
 
@@ -309,9 +317,12 @@ def server(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 5000,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    auth: Annotated[
+        bool, typer.Option("--auth", help="Require tokens and enforce roles (env LOOPWRIGHT_AUTH).")
+    ] = False,
 ) -> None:
     """Serve the tracking API (artifacts go where the global --artifacts-uri says)."""
-    settings = _state(ctx).settings.with_overrides(tracking_uri=store_uri)
+    settings = _state(ctx).settings.with_overrides(tracking_uri=store_uri, auth=auth or None)
     commands.serve(settings, host, port, workers)
 
 

@@ -289,9 +289,10 @@ class AccessService:
 
     def create_user(self, name: str, role: Role | str | None = None,
                     model: str = GLOBAL) -> User:  # fmt: skip
+        granted = None if role is None else (_role(role), model_scope(model))  # checked first
         user = self.store.create_user(user_name(name))
-        if role is not None:
-            self.grant(name, role, model)
+        if granted is not None:
+            self.store.grant(name, *granted)
         return user
 
     def get_user(self, name: str) -> User:
@@ -358,6 +359,9 @@ class AccessService:
         if not (set(admins) & enabled) - {leaving}:
             raise Conflict(f"{leaving} is the last enabled global admin; grant admin to "
                            "another user first", field="user")  # fmt: skip
+
+
+_role = role  # for methods whose parameter `role` shadows the function
 
 
 def _global_admins(bindings: Sequence[RoleBinding]) -> list[str]:

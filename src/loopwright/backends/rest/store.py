@@ -29,13 +29,17 @@ import orjson
 
 from loopwright.backends.fs.artifacts import CHUNK_SIZE, digest_bytes, digest_file
 from loopwright.backends.rest import wire
+from loopwright.config import Settings
 from loopwright.errors import (
     IntegrityError,
     NotFound,
     PayloadTooLarge,
+    PermissionDenied,
     StoreUnavailable,
+    Unauthenticated,
     from_wire,
 )
+from loopwright.tracking import validation
 from loopwright.tracking.entities import (
     ArtifactRef,
     DatasetInput,
@@ -45,18 +49,21 @@ from loopwright.tracking.entities import (
     Run,
     RunStatus,
 )
-from loopwright.tracking import validation
 from loopwright.tracking.store import iter_chunks
 
-__all__ = ["RestArtifactStore", "RestTrackingStore"]
+__all__ = ["RestArtifactStore", "RestTrackingStore", "auth_headers"]
 
 API = "/api/v1"
+#: The acting user's header, honoured by a server with auth off (``loopwright.server.auth``).
+USER_HEADER = "X-Loopwright-User"
 RETRIES = 2
 BACKOFF_S = 0.25
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT"})
 _RETRY_STATUS = frozenset({502, 503, 504})
 #: Error codes for answers without a loopwright body (HEAD, or a proxy in front of the server).
 _BODYLESS_CODES = {
+    401: Unauthenticated.code,
+    403: PermissionDenied.code,
     404: NotFound.code,
     413: PayloadTooLarge.code,
     **{status: StoreUnavailable.code for status in _RETRY_STATUS},
@@ -99,13 +106,34 @@ def _error_body(response: httpx.Response) -> dict[str, Any] | None:
     return error if isinstance(error, dict) else None
 
 
-class _Http:
-    """Base URL, retries and error translation, shared by both stores."""
+def auth_headers(settings: Settings) -> dict[str, str]:
+    """What every request carries: the API token, and the declared user (for auth-off servers)."""
+    headers: dict[str, str] = {}
+    if settings.token:
+        headers["Authorization"] = f"Bearer {settings.token}"
+    if settings.user:
+        headers[USER_HEADER] = settings.user
+    return headers
 
-    def __init__(self, base_url: str, client: httpx.Client | None, timeout: float) -> None:
+
+class _Http:
+    """Base URL, default headers (auth), retries and error translation, shared by both stores.
+
+    The headers go on each request rather than on the client, so an injected client (a
+    ``TestClient`` shared by several stores acting as different users) is never modified.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        client: httpx.Client | None,
+        timeout: float,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.owns_client = client is None
         self.client = client if client is not None else httpx.Client(timeout=timeout)
+        self.headers = dict(headers or {})
 
     def url(self, *segments: str) -> str:
         """``/api/v1/`` + segments, each percent-encoded (ids and names may hold ``/``)."""
@@ -117,6 +145,7 @@ class _Http:
         return orjson.loads(response.content) if response.content else None
 
     def send(self, method: str, url: str, *, content: Content = None, **kw: Any) -> httpx.Response:
+        kw["headers"] = {**self.headers, **(kw.get("headers") or {})}
         for attempt in range(RETRIES + 1):
             body = content() if callable(content) else content
             try:
@@ -135,7 +164,8 @@ class _Http:
     @contextlib.contextmanager
     def stream(self, url: str) -> Iterator[httpx.Response]:
         """A streamed GET (not retried: a half-read body cannot be replayed transparently)."""
-        with _translate("GET", url), self.client.stream("GET", url) as response:
+        stream = self.client.stream("GET", url, headers=self.headers)
+        with _translate("GET", url), stream as response:
             _raise_for_error(response)
             yield response
 
@@ -156,9 +186,14 @@ class RestTrackingStore:
     """A :class:`~loopwright.tracking.store.TrackingStore` backed by a loopwright server."""
 
     def __init__(
-        self, base_url: str, *, client: httpx.Client | None = None, timeout: float = 60.0
+        self,
+        base_url: str,
+        *,
+        client: httpx.Client | None = None,
+        timeout: float = 60.0,
+        headers: dict[str, str] | None = None,
     ) -> None:
-        self._http = _Http(base_url, client, timeout)
+        self._http = _Http(base_url, client, timeout, headers)
 
     def __repr__(self) -> str:
         return f"RestTrackingStore({self._http.base_url!r})"
@@ -284,9 +319,14 @@ class RestArtifactStore:
     """
 
     def __init__(
-        self, base_url: str, *, client: httpx.Client | None = None, timeout: float = 60.0
+        self,
+        base_url: str,
+        *,
+        client: httpx.Client | None = None,
+        timeout: float = 60.0,
+        headers: dict[str, str] | None = None,
     ) -> None:
-        self._http = _Http(base_url, client, timeout)
+        self._http = _Http(base_url, client, timeout, headers)
 
     def __repr__(self) -> str:
         return f"RestArtifactStore({self._http.base_url!r})"

@@ -23,6 +23,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response, StreamingResponse
 
 from loopwright.errors import InvalidInput
+from loopwright.server.auth import Permission, require
 from loopwright.server.deps import Artifacts
 from loopwright.server.schemas import BlobPublic
 from loopwright.tracking.store import iter_chunks
@@ -39,7 +40,13 @@ _RAW_BODY = {
 }
 
 
-@router.put("/blobs/{digest}", status_code=201, response_model=BlobPublic, openapi_extra=_RAW_BODY)
+@router.put(
+    "/blobs/{digest}",
+    status_code=201,
+    response_model=BlobPublic,
+    openapi_extra=_RAW_BODY,
+    dependencies=[require(Permission.WRITE)],
+)
 async def put_blob(digest: str, request: Request, artifacts: Artifacts) -> dict[str, Any]:
     """Store the raw body under ``digest``; 400 (and nothing stored) if the bytes hash otherwise."""
     with _spool() as path:
@@ -60,7 +67,9 @@ async def put_blob(digest: str, request: Request, artifacts: Artifacts) -> dict[
 VERIFY_BEFORE_SEND = 32 * 1024 * 1024
 
 
-@router.get("/blobs/{digest}", response_class=StreamingResponse)
+@router.get(
+    "/blobs/{digest}", response_class=StreamingResponse, dependencies=[require(Permission.READ)]
+)
 async def get_blob(digest: str, artifacts: Artifacts) -> Response:
     """Small blobs are verified before sending; large ones stream (the client verifies too)."""
     stream = await run_in_threadpool(artifacts.open, digest)
@@ -90,7 +99,7 @@ def _read_up_to(stream: BinaryIO, limit: int) -> tuple[bytes, bool]:
     return b"".join(parts), False
 
 
-@router.head("/blobs/{digest}")
+@router.head("/blobs/{digest}", dependencies=[require(Permission.READ)])
 def head_blob(digest: str, artifacts: Artifacts) -> Response:
     return Response(status_code=200 if artifacts.exists(digest) else 404)
 

@@ -6,6 +6,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import APIRouter
 
+from loopwright.server.auth import public
 from loopwright.server.schemas import Health
 
 router = APIRouter(tags=["health"])
@@ -18,7 +19,7 @@ def package_version() -> str:
         return "0+unknown"
 
 
-@router.get("/health", response_model=Health)
-@router.get("/api/v1/health", response_model=Health)
+@router.get("/health", response_model=Health, dependencies=[public()])
+@router.get("/api/v1/health", response_model=Health, dependencies=[public()])
 def health() -> dict[str, str]:
     return {"status": "ok", "version": package_version()}
