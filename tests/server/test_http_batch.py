@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
 import httpx
@@ -92,31 +91,17 @@ def test_numpy_scalars_are_sent_as_plain_numbers() -> None:
     assert columns == {"key": ["a"], "value": [0.5], "step": [3], "timestamp": [9]}
 
 
-def _best_of(runs: int, func: Any) -> float:
-    timings = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        func()
-        timings.append(time.perf_counter() - start)
-    return min(timings)
-
-
-def test_parsing_100k_points_is_quick() -> None:
-    """Validation stays within a small factor of orjson's own parse (a model per point is ~50x).
-
-    Relative and best-of-3, so a loaded CI machine does not make it flaky.
-    """
+def test_100k_points_parse_exactly() -> None:
+    """The orjson fast path keeps every point, NaN included (its speed is measured in bench/)."""
     n = 100_000
-    points = [Metric(f"m{i % 10}", i * 0.5 if i % 97 else math.nan, i, 1_700_000_000_000 + i)
-              for i in range(n)]  # fmt: skip
+    points = [
+        Metric(f"m{i % 10}", i * 0.5 if i % 97 else math.nan, i, 1_700_000_000_000 + i)
+        for i in range(n)
+    ]
     body = wire.batch_to_json(points, None, None)
     parsed, params, tags = wire.parse_batch(body)
     assert params == {} and tags == {}
-    assert len(parsed) == n and parsed[1] == points[1] and math.isnan(parsed[0].value)
-    del points, parsed
-    baseline = _best_of(3, lambda: orjson.loads(body))
-    elapsed = _best_of(3, lambda: wire.parse_batch(body))
-    assert elapsed < 15 * baseline, f"{elapsed:.3f}s to parse, orjson alone {baseline:.3f}s"
+    assert len(parsed) == n and parsed[1:97] == points[1:97] and math.isnan(parsed[0].value)
 
 
 def test_100k_points_through_the_route(tracking: Any, artifacts: Any) -> None:
@@ -126,9 +111,6 @@ def test_100k_points_through_the_route(tracking: Any, artifacts: Any) -> None:
     with make_client(create_app(tracking, artifacts, Settings())) as client:
         rest = RestTrackingStore(BASE_URL, client=client)
         run_id = rest.create_run(rest.create_experiment("big").id).id
-        start = time.perf_counter()
         rest.log_batch(run_id, points)
-        elapsed = time.perf_counter() - start
         history = rest.get_metric_history(run_id, "loss")
     assert len(history) == n and history[-1] == points[-1]
-    print(f"100k points through REST + SQLite: {elapsed:.2f}s")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -104,18 +103,3 @@ def test_artifacts_through_a_real_server(server_url: str, tmp_path: Path) -> Non
     finally:
         artifacts.close()
     assert (tmp_path / "copy.bin").read_bytes() == source.read_bytes()
-
-
-def test_small_requests_do_not_stall_on_nagle(store: RestTrackingStore) -> None:
-    """Without TCP_NODELAY a response written in two pieces waits ~40 ms for a delayed ACK.
-
-    Sequential small batches over one keep-alive connection (each lands on one of the two
-    workers) must stay well under that.
-    """
-    run = store.create_run(store.create_experiment("latency").id)
-    timings = []
-    for step in range(60):
-        start = time.perf_counter()
-        store.log_batch(run.id, [Metric("m", 1.0, step, 1)])
-        timings.append(time.perf_counter() - start)
-    assert statistics.median(timings[10:]) < 0.02, timings

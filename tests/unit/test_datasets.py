@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pandas as pd
@@ -158,13 +157,3 @@ def test_digest_is_stable_across_processes() -> None:
     ]
     assert runs[0] == runs[1]
     assert len(runs[0].split()) == 2
-
-
-def test_large_frame_is_fast() -> None:
-    rng = np.random.default_rng(0)
-    df = pd.DataFrame(rng.random((1_000_000, 20)), columns=[f"c{i}" for i in range(20)])
-    start = time.perf_counter()
-    ds = describe_dataset(df, "big")
-    elapsed = time.perf_counter() - start
-    assert ds.num_rows == 1_000_000
-    assert elapsed < 1.0, f"describe_dataset took {elapsed:.2f}s"
