@@ -355,8 +355,11 @@ def _input_columns(signature: Any) -> list[str] | None:
 def _features(data: pd.DataFrame, target: str, model: Any, signature: Any) -> pd.DataFrame:
     """The columns the model may see (see the module docstring for the order of preference)."""
     columns = _input_columns(signature)
-    if columns is None and getattr(model, "feature_names_in_", None) is not None:
-        columns = [str(c) for c in model.feature_names_in_]
+    names = getattr(model, "feature_names_in_", None)
+    if names is None:  # a loaded registry model wraps the estimator
+        names = getattr(getattr(model, "native", None), "feature_names_in_", None)
+    if columns is None and names is not None:
+        columns = [str(c) for c in names]
     if columns is None:
         return data.drop(columns=[target])
     missing = [c for c in columns if c not in data.columns]

@@ -285,14 +285,38 @@ class ActiveRun:
     def log_dict(self, obj: Any, artifact_path: str) -> ArtifactRef:
         return self.log_bytes(orjson.dumps(obj, option=orjson.OPT_INDENT_2), artifact_path)
 
-    def log_model(self, model: Any, artifact_path: str = "model") -> ArtifactRef:
-        """Save a scikit-learn model in the safe skops format (no pickle on load)."""
-        from loopwright.registry.flavors import SKLEARN_FILE_NAME, save_sklearn
+    def log_model(
+        self,
+        model: Any,
+        artifact_path: str = "model",
+        *,
+        flavor: str | None = None,
+        input_example: Any = None,
+        signature: Any = None,
+        register_as: str | None = None,
+    ) -> ArtifactRef:
+        """Save a model in its flavor's safe format, with its signature; optionally register it.
 
-        ref = self.log_bytes(save_sklearn(model), f"{artifact_path}/{SKLEARN_FILE_NAME}")
-        self.set_tags({"lw.model.flavor": "sklearn", "lw.model.path": ref.path})
+        The flavor is detected (scikit-learn -> skops, XGBoost/LightGBM -> native, ONNX) unless
+        named; ``flavor="pyfunc"`` pickles and then loads only with ``trusted=True``. The
+        signature comes from ``signature`` or is inferred from ``input_example``.
+        ``register_as`` flushes metrics first, so the version carries this run's figures.
+        """
+        from loopwright.registry.flavors import save_model
+        from loopwright.registry.signature import Signature, infer_signature
+
+        chosen, data = save_model(model, flavor)
+        ref = self.log_bytes(data, f"{artifact_path}/{chosen.file_name}")
+        if signature is None and input_example is not None:
+            signature = infer_signature(input_example)
+        if signature is not None:
+            sig = signature if isinstance(signature, Signature) else Signature.from_dict(signature)
+            self.log_dict(sig.to_dict(), f"{artifact_path}/signature.json")
+        self.set_tags({"lw.model.flavor": chosen.name, "lw.model.path": ref.path})
+        if register_as is not None:
+            self.flush()
+            self.client.registry.register(register_as, self.id, artifact_path)
         return ref
-
 
 def _int(field: str, value: Any) -> int:
     if isinstance(value, bool):
