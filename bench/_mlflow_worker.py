@@ -1,4 +1,4 @@
-"""The MLflow side of ``bench/tracking.py``, run with MLflow's own interpreter.
+"""The MLflow side of ``tracking.py`` and ``registry.py``, run with MLflow's own interpreter.
 
 MLflow lives in a separate virtual environment (its dependencies clash with loopwright's), so the
 bench drives it through this script::
@@ -6,9 +6,10 @@ bench drives it through this script::
     /work/.mlflow-venv/bin/python bench/_mlflow_worker.py WORKLOADS --uri URI [sizes...]
 
 ``WORKLOADS`` is a comma-separated list of ``seed``, ``percall``, ``percall_async``, ``batched``,
-``search``, ``history`` and ``latency``. Importing MLflow and each workload's setup happen before
-its clock starts. Each finished workload prints one line ``RESULT {json}`` on stdout; everything
-else MLflow says goes to stderr. The script imports nothing from loopwright.
+``search``, ``history`` and ``latency`` (for ``bench/tracking.py``) and the ``reg_*`` workloads of
+``_mlflow_registry.py`` (for ``bench/registry.py``). Importing MLflow and each workload's setup
+happen before its clock starts. Each finished workload prints one line ``RESULT {json}`` on
+stdout; everything else MLflow says goes to stderr. The script imports nothing from loopwright.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import _mlflow_registry
 import mlflow
 from _shared import HISTORY_EXPERIMENT, HISTORY_KEY, SEARCH_EXPERIMENT, SEARCH_FILTER, search_rows
 from mlflow import MlflowClient
@@ -147,6 +149,7 @@ WORKLOADS: dict[str, Callable[[MlflowClient, argparse.Namespace], None]] = {
     "search": search,
     "history": history,
     "latency": latency,
+    **_mlflow_registry.WORKLOADS,
 }
 
 
@@ -162,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat-search", type=int, default=5)
     parser.add_argument("--repeat-history", type=int, default=20)
     parser.add_argument("--repeat-latency", type=int, default=50)
+    _mlflow_registry.add_arguments(parser)
     args = parser.parse_args(argv)
     names = args.workloads.split(",")
     unknown = [n for n in names if n not in WORKLOADS]
