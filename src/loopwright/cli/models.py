@@ -253,6 +253,9 @@ models_app.add_typer(policy_app, name="policy")
 
 def install(app: typer.Typer) -> None:
     """Mount ``models``, ``datasets`` and ``audit`` on the root app."""
+    from loopwright.cli import lineage as lineage_cli
+
+    models_app.command("card")(lineage_cli.card)
     app.add_typer(models_app, name="models")
     app.add_typer(datasets_app, name="datasets")
     app.add_typer(audit_app, name="audit")

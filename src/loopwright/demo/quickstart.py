@@ -1,14 +1,18 @@
-"""The quickstart: train real scikit-learn models on a simulated credit-risk book, tracked.
+"""The quickstart: train real scikit-learn models on a simulated credit-risk book, tracked and
+governed.
 
 It is what ``python3 dev.py demo`` runs today: two models, each a run with its parameters, its
 per-iteration learning curve, the exact data it saw (by content digest), its evaluation metrics,
-resource usage, environment and the model itself (in the safe skops format) — then a comparison
-table and the commands to look further.
+resource usage, environment and the model itself (in the safe skops format). Both are registered;
+a gate policy (AUC floor, fairness across a sensitive attribute the models never see, latency,
+size) judges them on a holdout set; the data scientist asks for the ``champion`` alias, a risk
+officer approves, and the promotion lands in the hash-chained audit trail and a model card.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -43,6 +47,7 @@ def credit_book(n: int, seed: int) -> pd.DataFrame:
     utilization = np.clip(rng.beta(2, 3, n) + 0.2 * (delinquencies > 0), 0, 1)
     home = rng.choice(["rent", "mortgage", "own"], n, p=[0.45, 0.4, 0.15])
     purpose = rng.choice(["car", "home", "education", "debt_consolidation"], n)
+    sex = rng.choice(["f", "m"], n)  # sensitive: never a feature, audited for fairness
     logit = (
         -2.2
         + 3.2 * debt_ratio**2
@@ -66,6 +71,7 @@ def credit_book(n: int, seed: int) -> pd.DataFrame:
             "utilization": utilization,
             "home_ownership": home,
             "purpose": purpose,
+            "sex": sex,
             "default": default.astype(int),
         }
     )
@@ -144,7 +150,7 @@ def train_one(
                 "val_log_loss": float(log_loss(valid["default"], proba)),
             }
         )
-        run.log_model(pipe, "model")
+        run.log_model(pipe, "model", input_example=train[FEATURES].head(20))
     return Result(run.id, kind, auc)
 
 
@@ -167,7 +173,61 @@ def run(
             results.append(train_one(client, kind, train, valid, seed, experiment))
         console.print(f"  [green]✓[/] {kind}: validation AUC {results[-1].auc:.4f}")
     _summary(console, client, experiment, results)
+    govern(client, results, valid, console)
+    _hints(console, client, experiment, results)
     return results
+
+
+POLICY = """
+dataset: credit-holdout
+target: default
+thresholds:
+  roc_auc: {min: 0.65}
+no_regression: {metric: roc_auc, tolerance: 0.01}
+fairness:
+  attribute: sex
+  demographic_parity_difference: {max: 0.1}
+  group_metric_floor: {metric: accuracy, min: 0.6}
+latency_p95_ms: 250
+max_size_mb: 50
+protected_aliases: [champion]
+required_approvals: 1
+"""
+
+
+def govern(client: Client, results: list[Result], holdout: pd.DataFrame, console: Console,
+           model: str = "credit-risk") -> None:  # fmt: skip
+    """Register both runs, judge them by the policy, and promote the best through an approval."""
+    import dataclasses
+
+    from loopwright.governance.model_card import model_card
+
+    registry = client.registry
+    versions = [registry.register(model, r.run_id, description=f"{r.name} credit-default model")
+                for r in results]  # fmt: skip
+    registry.register_dataset(holdout, "credit-holdout")
+    registry.set_policy(model, POLICY, reason="credit policy CP-7")
+    for mv in versions:
+        ev = registry.evaluate(mv.uri)
+        verdict = "[green]passed[/]" if ev.passed else "[red]failed[/]"
+        console.print(f"  gates on {mv.uri}: {verdict}")
+    best = max(zip(versions, results, strict=True), key=lambda p: p[1].auc)[0]
+    alice = Client(settings=dataclasses.replace(client.settings, user="alice"))
+    bob = Client(settings=dataclasses.replace(client.settings, user="bob"))
+    request = alice.registry.request_alias(model, "champion", best.version, "best holdout AUC")
+    bob.registry.decide(request.id, "APPROVE", "fairness and AUC reviewed")
+    alice.registry.set_alias(model, "champion", best.version, reason="first release")
+    card = Path(client.tracking_uri if "://" not in client.tracking_uri else ".") / "cards"
+    card.mkdir(parents=True, exist_ok=True)
+    path = card / f"{model}-v{best.version}.html"
+    path.write_text(model_card(client, f"{model}@champion", "html"), encoding="utf-8")
+    audit = registry.verify_audit()
+    console.print(
+        f"  [green]✓[/] {model}@champion -> version {best.version} (requested by alice, "
+        f"approved by bob); audit chain {'intact' if audit.ok else 'BROKEN'} "
+        f"({audit.checked} events)\n  model card: {path}",
+        soft_wrap=True,
+    )
 
 
 def _summary(console: Console, client: Client, experiment: str, results: list[Result]) -> None:
@@ -188,14 +248,21 @@ def _summary(console: Console, client: Client, experiment: str, results: list[Re
             f"{m.get('system.wall_time_s', 0):.2f}",
         )
     console.print(table)
+
+
+def _hints(console: Console, client: Client, experiment: str, results: list[Result]) -> None:
     uri = client.settings.tracking_uri or ".loopwright"
     a, b = results[0].run_id, results[1].run_id
+    lw = f"loopwright --tracking-uri {uri}"
     console.print(
         "\n[bold]Where to look[/]\n"
-        f"  loopwright --tracking-uri {uri} runs list --experiment {experiment}\n"
-        f"  loopwright --tracking-uri {uri} runs show {b}\n"
-        f"  loopwright --tracking-uri {uri} runs compare {a} {b}\n"
-        f'  loopwright --tracking-uri {uri} runs list --filter "metrics.val_auc > 0.8"\n'
+        f"  {lw} runs list --experiment {experiment}\n"
+        f"  {lw} runs compare {a} {b}\n"
+        f'  {lw} runs list --filter "metrics.val_auc > 0.7" --order-by "metrics.val_auc DESC"\n'
+        f"  {lw} models show credit-risk\n"
+        f"  {lw} lineage credit-risk@champion\n"
+        f"  {lw} models card credit-risk@champion --format md\n"
+        f"  {lw} audit verify\n"
         f"  loopwright server --store-uri sqlite:///{uri}/loopwright.db "
         f"--artifacts-uri {uri}/artifacts   # then http://127.0.0.1:5000/docs",
         soft_wrap=True,
