@@ -318,6 +318,7 @@ class ActiveRun:
             self.client.registry.register(register_as, self.id, artifact_path)
         return ref
 
+
 def _int(field: str, value: Any) -> int:
     if isinstance(value, bool):
         raise InvalidInput(f"{field} must be an integer, got {value!r}", field=field)
