@@ -6,10 +6,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.conftest import free_port
 
 from loopwright import Client, IntegrityError
 from loopwright.backends.fs.artifacts import FsArtifactStore
-from tests.conftest import free_port
 
 moto_server = pytest.importorskip("moto.server", reason="S3 tests need the dev extra (moto)")
 pytest.importorskip("s3fs", reason="S3 tests need the s3 extra (s3fs)")

@@ -10,12 +10,15 @@ import math
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, create_engine, insert, select, text
 
 from loopwright.backends.sql import schema
 from loopwright.backends.sql.search import apply_search, like_to_glob
+from loopwright.backends.sql.store import SqlTrackingStore
+from loopwright.tracking.entities import DatasetInput, Metric
 from loopwright.tracking.search import parse_filter, parse_order_by
 
 POSTGRES_URI = os.environ.get(
@@ -280,3 +283,51 @@ def test_unknown_dialect_is_a_programming_error() -> None:
 )
 def test_like_to_glob(pattern: str, glob: str) -> None:
     assert like_to_glob(pattern) == glob
+
+
+SCOPED_CASES = [
+    # a metric term drives the search (SQLite keeps the experiment condition off its index)
+    ("metrics.auc > 0.75 and params.model = 'gbm'", {"r1"}),
+    ("metrics.auc > 0.75", {"r1", "r5"}),
+    ("not metrics.auc > 0.75", {"r2", "r3", "r4"}),
+    ("metrics.auc > 0.75 or tags.team = 'risk'", {"r1", "r4", "r5"}),
+    ("tags.team = 'risk'", {"r1", "r4"}),
+    (None, {"r1", "r2", "r3", "r4", "r5"}),
+]
+
+
+@pytest.mark.parametrize(("filter_text", "expected"), SCOPED_CASES)
+def test_experiment_scope_combines_with_every_filter_shape(
+    engine: Engine, filter_text: str | None, expected: set[str]
+) -> None:
+    expr = parse_filter(filter_text)
+    name = engine.dialect.name
+    with engine.connect() as conn:
+        inside = apply_search(select(schema.runs.c.id), expr, [], name, ["e1"])
+        outside = apply_search(select(schema.runs.c.id), expr, [], name, ["nope"])
+        assert set(conn.execute(inside).scalars()) == expected
+        assert list(conn.execute(outside).scalars()) == []
+
+
+def test_search_results_are_hydrated_like_get_run(tmp_path: Path) -> None:
+    """Search builds runs in bulk (hydrate.py); each must equal what ``get_run`` returns."""
+    store = SqlTrackingStore(f"sqlite:///{tmp_path / 'lw.db'}").initialize()
+    try:
+        exp = store.create_experiment("hydrate")
+        bare = store.create_run(exp.id)
+        full = store.create_run(exp.id, tags={"team": "risk"})
+        store.log_batch(full.id, [Metric("auc", 0.9, 1, 0), Metric("nan", math.nan, 0, 0)],
+                        params={"model": "gbm"})  # fmt: skip
+        data = DatasetInput("train", "d" * 64, [{"name": "x", "type": "int64"}], 3)
+        store.log_inputs(full.id, [data, DatasetInput("hold", "e" * 64, [], 1, "validation")])
+        page = store.search_runs([exp.id], max_results=10)
+        found = {run.id: run for run in page.items}
+        for run_id in (bare.id, full.id):
+            want, got = store.get_run(run_id), found[run_id]
+            assert (got.params, got.tags, got.inputs) == (want.params, want.tags, want.inputs)
+            assert got.metrics.keys() == want.metrics.keys()
+            assert math.isnan(got.metrics.get("nan", math.nan))
+        assert found[full.id].metrics["auc"] == 0.9
+        assert [d.name for d in found[full.id].inputs] == ["train", "hold"]
+    finally:
+        store.close()

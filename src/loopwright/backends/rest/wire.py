@@ -84,6 +84,7 @@ METRIC_COLUMNS = ("key", "value", "step", "timestamp")
 BATCH_FIELDS = ("metrics", "params", "tags")
 _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 _NUMBER_TYPES = frozenset({float, int})
+_STATUSES = {status.value: status for status in RunStatus}
 
 
 # -- entities -------------------------------------------------------------------------------
@@ -154,22 +155,36 @@ def run_to_dict(run: Run) -> dict[str, Any]:
 
 
 def run_from_dict(data: dict[str, Any]) -> Run:
+    """A run from its JSON object; positional and lookup-based, as a search page holds hundreds."""
+    get = data.get
+    inputs = get("inputs")
     return Run(
-        id=data["id"],
-        experiment_id=data["experiment_id"],
-        name=data["name"],
-        status=RunStatus(data["status"]),
-        start_time=data["start_time"],
-        end_time=data.get("end_time"),
-        user=data.get("user"),
-        parent_run_id=data.get("parent_run_id"),
-        heartbeat_at=data.get("heartbeat_at"),
-        error=data.get("error"),
-        params=data.get("params") or {},
-        tags=data.get("tags") or {},
-        metrics={k: _decode_number(v) for k, v in (data.get("metrics") or {}).items()},
-        inputs=[dataset_from_dict(d) for d in data.get("inputs") or []],
+        data["id"],
+        data["experiment_id"],
+        data["name"],
+        _run_status(data["status"]),
+        data["start_time"],
+        get("end_time"),
+        get("user"),
+        get("parent_run_id"),
+        get("heartbeat_at"),
+        get("error"),
+        get("params") or {},
+        get("tags") or {},
+        _decode_map(get("metrics") or {}),
+        [dataset_from_dict(d) for d in inputs] if inputs else [],
     )
+
+
+def _run_status(value: str) -> RunStatus:
+    return _STATUSES.get(value) or RunStatus(value)  # RunStatus raises on an unknown value
+
+
+def _decode_map(values: dict[str, Any]) -> dict[str, float]:
+    """Floats as they are (the common case, one C-level pass); ints and "NaN"... converted."""
+    if set(map(type, values.values())) <= {float}:
+        return values
+    return {k: _decode_number(v) for k, v in values.items()}
 
 
 def page_to_dict(page: Page) -> dict[str, Any]:

@@ -59,7 +59,7 @@ def hydrate(conn: Connection, rows: Sequence[Any], dialect_name: str) -> list[Ru
         row[0]: ({}, {}, {}, []) for row in rows
     }
     has_inputs = False
-    for run_id, kind, key, text, number in conn.execute(attributes, params):
+    for run_id, kind, key, text, number in conn.execute(attributes, params).all():
         if kind == _METRIC:
             by_run[run_id][2][key] = _NAN if number is None else number
         elif kind == _INPUT:

@@ -171,7 +171,9 @@ class _Sqlite(_Dialect):
         return func.likely(condition, type_=Boolean()) if driven else condition
 
     def one_of(self, column: ColumnElement[str], name: str) -> ColumnElement[bool]:
-        ids = select(literal_column("value")).select_from(func.json_each(bindparam(name)))
+        ids: Select[Any] = select(literal_column("value")).select_from(
+            func.json_each(bindparam(name))
+        )
         return column.in_(ids.scalar_subquery())
 
     def bind_ids(self, ids: Sequence[str]) -> Any:
@@ -228,11 +230,11 @@ def apply_search(
     by the caller, because how it is written depends on the filter; see :class:`_Sqlite`).
     """
     dialect = _dialect(dialect_name)
-    if experiment_ids:
-        scope = _runs.c.experiment_id.in_(list(experiment_ids))
-        stmt = stmt.where(dialect.scope(scope, _has_metric_term(filter_expr)))
     if filter_expr is not None:
         stmt = stmt.where(_compile(filter_expr, dialect))
+    if experiment_ids:  # after the filter: SQLite tests terms in order, cheapest-to-reject first
+        scope = _runs.c.experiment_id.in_(list(experiment_ids))
+        stmt = stmt.where(dialect.scope(scope, _has_metric_term(filter_expr)))
     return stmt.order_by(*order_clauses(order_keys or ()))
 
 
