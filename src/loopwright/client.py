@@ -100,6 +100,7 @@ class Client:
         self._http_client = http_client
         self._stores: tuple[TrackingStore, ArtifactStore] | None = None
         self._registry: Any = None
+        self._experiment_ids: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"Client({self.tracking_uri!r})"
@@ -252,10 +253,15 @@ class Client:
         )
 
     def _experiment_id(self, name_or_id: str) -> str:
+        """Names are unique and ids immutable, so a resolved pair is cached for the client's life."""
+        if name_or_id in self._experiment_ids:
+            return self._experiment_ids[name_or_id]
         try:
-            return self.tracking.get_experiment_by_name(name_or_id).id
+            found = self.tracking.get_experiment_by_name(name_or_id).id
         except (NotFound, InvalidInput):
-            return self.tracking.get_experiment(name_or_id).id
+            found = self.tracking.get_experiment(name_or_id).id
+        self._experiment_ids[name_or_id] = found
+        return found
 
     def get_metric_history(self, run_id: str, key: str) -> list[Metric]:
         return self.tracking.get_metric_history(run_id, key)

@@ -78,6 +78,7 @@ class SQLiteDialect(Dialect):
         cur.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA cache_size=-65536")  # 64 MiB: search and hydration share hot pages
         cur.close()
 
     @staticmethod
