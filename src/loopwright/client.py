@@ -253,7 +253,7 @@ class Client:
         )
 
     def _experiment_id(self, name_or_id: str) -> str:
-        """Names are unique and ids immutable, so a resolved pair is cached for the client's life."""
+        """Names are unique and ids immutable: a resolved pair is cached for the client's life."""
         if name_or_id in self._experiment_ids:
             return self._experiment_ids[name_or_id]
         try:
