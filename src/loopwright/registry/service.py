@@ -410,6 +410,10 @@ class RegistryService:
         self.store.register_dataset(name, ds.digest, ds.schema, ds.num_rows, content, source)
         return ds.digest
 
+    def find_dataset(self, name_or_digest: str) -> dict[str, Any]:
+        """The metadata of a dataset kept with its content (``content_digest`` names the blob)."""
+        return self.store.find_dataset(name_or_digest)
+
     def load_dataset(self, name_or_digest: str) -> pd.DataFrame:
         import pandas as pd
 

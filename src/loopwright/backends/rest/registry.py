@@ -253,10 +253,13 @@ class RestRegistry:
                                    headers=self._headers(_PARQUET))  # fmt: skip
         return str(response["digest"])
 
+    def find_dataset(self, name_or_digest: str) -> dict[str, Any]:
+        return self._call("GET", ("datasets", name_or_digest))  # type: ignore[no-any-return]
+
     def load_dataset(self, name_or_digest: str) -> pd.DataFrame:
         import pandas as pd
 
-        row = self._call("GET", ("datasets", name_or_digest))
+        row = self.find_dataset(name_or_digest)
         return pd.read_parquet(io.BytesIO(self.artifacts.get_bytes(row["content_digest"])))
 
     # -- audit (read-only here; every change above is recorded by the server) ------------------

@@ -196,7 +196,7 @@ def update_version(
     name: str, version: int, body: VersionUpdate, registry: Registry
 ) -> dict[str, Any]:
     """Tags only: everything else about a version is immutable."""
-    return wire.version_to_dict(registry.store.set_version_tags(name, version, body.tags))
+    return wire.version_to_dict(registry.set_version_tags(name, version, body.tags))
 
 
 @router.get("/models/{name}/resolve", response_model=VersionPublic, dependencies=READ)
@@ -274,7 +274,7 @@ def _register_dataset(
 ) -> dict[str, Any]:
     """Parsing and storing take a while: off the event loop, in one go."""
     digest = registry.register_dataset(_read_parquet(body), name, source)
-    return wire.registered_dataset_to_dict(registry.store.find_dataset(digest))
+    return wire.registered_dataset_to_dict(registry.find_dataset(digest))
 
 
 @router.get(
@@ -284,7 +284,7 @@ def _register_dataset(
 )
 def get_dataset(name_or_digest: str, registry: Registry) -> dict[str, Any]:
     """Its metadata; the Parquet content is the blob named by ``content_digest``."""
-    return wire.registered_dataset_to_dict(registry.store.find_dataset(name_or_digest))
+    return wire.registered_dataset_to_dict(registry.find_dataset(name_or_digest))
 
 
 # -- approvals --------------------------------------------------------------------------------
@@ -312,7 +312,7 @@ def list_requests(
     dependencies=[require(Permission.READ, model=ON_REQUEST)],
 )
 def get_request(request_id: str, registry: Registry) -> dict[str, Any]:
-    return wire.request_to_dict(registry.store.get_request(request_id))
+    return wire.request_to_dict(registry.get_request(request_id))
 
 
 @router.post(
@@ -358,7 +358,7 @@ def audit_events(
     """Events in sequence order after ``after_seq``: page by passing the last ``seq`` seen."""
     if limit < 1 or limit > 10_000:
         raise InvalidInput(f"limit must be 1..10000, got {limit}", field="limit")
-    events = registry.store.audit_events(after_seq, limit, target_type, target_id)
+    events = registry.audit_events(after_seq, limit, target_type, target_id)
     return {"events": [wire.audit_event_to_dict(e) for e in events]}
 
 
@@ -366,7 +366,7 @@ def audit_events(
 def audit_verify(registry: Registry, anchor: str | None = None) -> dict[str, Any]:
     """Walk the hash chain; ``anchor=SEQ:HASH`` also catches deleted newest events."""
     parsed = wire.parse_anchor(anchor) if anchor else None
-    return wire.verify_to_dict(registry.store.verify_audit(parsed))
+    return wire.verify_to_dict(registry.verify_audit(parsed))
 
 
 # -- request parsing --------------------------------------------------------------------------
