@@ -1,0 +1,222 @@
+"""What a deployment serves, declared in YAML: the champion, a canary, shadows and their knobs.
+
+::
+
+    name: churn-api
+    model: churn
+    champion: champion          # an alias, or a version number
+    canary: {ref: challenger, weight: 0.1}
+    shadows: ["7"]
+    batching: {max_batch_size: 32, max_wait_ms: 2}
+    slo: {min_requests: 50, max_error_rate: 0.05}
+    log: {uri: ./.loopwright/predictions}
+
+Every section refuses unknown keys; a mistake becomes :class:`~loopwright.errors.InvalidInput`
+whose ``field`` is the dotted YAML path (``canary.weight``, ``batching.max_batchsize``).
+Route refs are relative to ``model``: :func:`ref_of` turns them into registry URIs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, get_args
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from loopwright.errors import InvalidInput
+from loopwright.registry.entities import ModelRef, alias_name, model_name
+
+__all__ = ["Batching", "Canary", "CanarySLO", "DeploymentSpec", "LogSpec", "ref_of"]
+
+
+def ref_of(model: str, ref: str) -> str:
+    """The registry URI of a route: ``churn@champion`` for an alias, ``churn/3`` for a version."""
+    if ref == "latest" or ref.isdigit():
+        return f"{model}/{ref if ref == 'latest' else int(ref)}"
+    return f"{model}@{ref}"
+
+
+def _as_text(value: Any) -> Any:
+    """YAML reads ``champion: 3`` as an int; a version number is meant."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _route_ref(ref: str) -> str:
+    if ref == "latest" or (ref.isdigit() and int(ref) > 0):
+        return ref
+    try:
+        return alias_name(ref)
+    except InvalidInput as exc:
+        raise ValueError(f"{exc.message}; or give a version number") from None
+
+
+def _model(name: str) -> str:
+    try:
+        return model_name(name)
+    except InvalidInput as exc:
+        raise ValueError(exc.message) from None
+
+
+def _deployment_name(name: str) -> str:
+    if not name.strip() or "/" in name:
+        raise ValueError("a deployment name must be non-empty and cannot contain '/'")
+    return name
+
+
+RouteRef = Annotated[str, BeforeValidator(_as_text), AfterValidator(_route_ref)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Batching(_Section):
+    """How long a request may wait for others (``max_wait_ms``) and how many rows go at once."""
+
+    max_batch_size: int = Field(default=32, ge=1)
+    max_wait_ms: float = Field(default=2.0, ge=0)
+
+
+class Canary(_Section):
+    """A second version taking ``weight`` (strictly between 0 and 1) of the traffic."""
+
+    ref: RouteRef
+    weight: float = Field(gt=0, lt=1)
+
+
+class CanarySLO(_Section):
+    """When a canary is judged unhealthy, compared with the champion over ``window_s``."""
+
+    window_s: float = Field(default=60.0, gt=0)
+    min_requests: int = Field(default=50, ge=1)
+    max_error_rate_ratio: float = Field(default=2.0, gt=0)
+    max_error_rate: float = Field(default=0.05, ge=0, le=1)
+    max_p99_ratio: float = Field(default=2.0, gt=0)
+    min_agreement: float | None = Field(default=None, ge=0, le=1)
+
+
+class LogSpec(_Section):
+    """Where the prediction log goes (``None``: the client's default) and how often it flushes."""
+
+    uri: str | None = None
+    flush_interval_s: float = Field(default=1.0, gt=0)
+    enabled: bool = True
+
+
+class DeploymentSpec(_Section):
+    """A served set of routes over one registered model (see the module docstring)."""
+
+    name: Annotated[str, AfterValidator(_deployment_name)]
+    model: Annotated[str, AfterValidator(_model)]
+    champion: RouteRef = "champion"
+    canary: Canary | None = None
+    shadows: list[RouteRef] = Field(default_factory=list)
+    batching: Batching = Batching()
+    slo: CanarySLO | None = None
+    log: LogSpec = LogSpec()
+    watch_interval_s: float = Field(default=5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _distinct_shadows(self) -> DeploymentSpec:
+        repeated = sorted({s for s in self.shadows if self.shadows.count(s) > 1})
+        if repeated:
+            raise ValueError(f"shadows repeat {repeated}")
+        return self
+
+    @property
+    def champion_ref(self) -> str:
+        return ref_of(self.model, self.champion)
+
+    @property
+    def canary_ref(self) -> str | None:
+        return None if self.canary is None else ref_of(self.model, self.canary.ref)
+
+    @property
+    def shadow_refs(self) -> list[str]:
+        return [ref_of(self.model, s) for s in self.shadows]
+
+    @classmethod
+    def from_dict(cls, data: Any) -> DeploymentSpec:
+        """Validate a mapping; errors become :class:`InvalidInput` naming the YAML path."""
+        if not isinstance(data, Mapping):
+            raise InvalidInput("a deployment spec must be a mapping of keys", field="deployment")
+        try:
+            return cls.model_validate(dict(data))
+        except ValidationError as exc:
+            raise _invalid(exc) from None
+
+    @classmethod
+    def from_yaml(cls, text: str) -> DeploymentSpec:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            message = f"deployment spec is not valid YAML: {exc}"
+            raise InvalidInput(message, field="deployment") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> DeploymentSpec:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise InvalidInput(f"cannot read deployment spec {path}: {exc}", field="path") from None
+        return cls.from_yaml(text)
+
+    @classmethod
+    def from_uri(cls, uri: str, name: str | None = None) -> DeploymentSpec:
+        """One champion route from ``churn@champion`` or ``churn/3``; named after the model."""
+        ref = ModelRef.parse(uri)
+        route = ref.alias if ref.version is None else str(ref.version)
+        return cls.from_dict({"name": name or ref.name, "model": ref.name, "champion": route})
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
+
+
+def _invalid(exc: ValidationError) -> InvalidInput:
+    """The first validation error as InvalidInput whose field is the dotted YAML path."""
+    errors = [_describe(e) for e in exc.errors()]
+    first = errors[0]
+    return InvalidInput(
+        f"deployment spec: {first['field']}: {first['message']}",
+        field=first["field"],
+        errors=errors,
+    )
+
+
+def _describe(error: Any) -> dict[str, str]:
+    loc = [str(p) for p in error["loc"]]
+    path = ".".join(loc) or "deployment"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        known = _keys_at(loc[:-1])
+        message = "unknown key" + (f"; expected one of {', '.join(known)}" if known else "")
+    return {"field": path, "message": message}
+
+
+def _keys_at(loc: list[str]) -> list[str]:
+    """The keys a section accepts, found by walking the models along ``loc``."""
+    model: Any = DeploymentSpec
+    for part in loc:
+        info = model.model_fields.get(part)
+        model = None if info is None else _model_in(info.annotation)
+        if model is None:
+            return []
+    return list(model.model_fields)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    for candidate in (annotation, *get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None

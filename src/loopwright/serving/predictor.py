@@ -1,0 +1,182 @@
+"""Requests made into model input, and one loaded model version answering them.
+
+:func:`validate_records` (JSON records) and :func:`validate_columns` (the V2 protocol's named
+columns) turn a request body into a frame. With a signature every problem is reported at once
+(:class:`~loopwright.errors.InvalidInput` with ``details["problems"]``, ``field`` the first
+offending column) and the frame holds the signature's columns, in order, cast to its types;
+extra columns are dropped. Without one, the frame is what was sent.
+
+A :class:`ModelSlot` is one version behind a route. It answers through a
+:class:`~loopwright.serving.batching.MicroBatcher` over one function that returns predictions
+and probabilities together: a classifier's ``predict_proba`` runs once and the predictions are
+``classes_[argmax]``, so a request costs one model call; a regressor only predicts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from loopwright.errors import InvalidInput
+from loopwright.registry.model import LoadedModel
+from loopwright.registry.signature import Signature, check_input
+from loopwright.serving.batching import MicroBatcher
+from loopwright.serving.deployment import Batching
+
+__all__ = ["ModelSlot", "validate_columns", "validate_records"]
+
+
+def validate_records(
+    records: Any, signature: Signature | None, field: str = "records"
+) -> pd.DataFrame:
+    """A frame from a non-empty list of JSON objects, checked against ``signature``."""
+    if not isinstance(records, list):
+        raise InvalidInput(f"{field} must be a list of objects", field=field)
+    if not records:
+        raise InvalidInput(f"{field} is empty; send at least one record", field=field)
+    for i, record in enumerate(records):
+        if not isinstance(record, Mapping):
+            kind = type(record).__name__
+            raise InvalidInput(f"{field}[{i}] must be an object, got {kind}", field=f"{field}[{i}]")
+    return _conform(pd.DataFrame.from_records(records), signature, field)
+
+
+def validate_columns(
+    columns: Any, signature: Signature | None, field: str = "inputs"
+) -> pd.DataFrame:
+    """A frame from ``{name: [values...]}`` with equal, non-zero lengths, checked likewise."""
+    if not isinstance(columns, Mapping) or not columns:
+        raise InvalidInput(f"{field} must be a non-empty mapping of column -> list", field=field)
+    lengths: dict[str, int] = {}
+    for name, values in columns.items():
+        if not isinstance(values, list):
+            raise InvalidInput(f"{field}.{name} must be a list of values", field=f"{field}.{name}")
+        lengths[str(name)] = len(values)
+    if len(set(lengths.values())) > 1:
+        raise InvalidInput(
+            f"{field} columns have different lengths: {lengths}", field=field, lengths=lengths
+        )
+    if not next(iter(lengths.values())):
+        raise InvalidInput(f"{field} has no rows", field=field)
+    frame = pd.DataFrame({str(k): v for k, v in columns.items()})
+    return _conform(frame, signature, field)
+
+
+def _conform(frame: pd.DataFrame, signature: Signature | None, field: str) -> pd.DataFrame:
+    if signature is None:
+        return frame
+    problems = check_input(signature, frame)
+    if problems:
+        raise InvalidInput(
+            f"{field} do not fit the model's signature: " + "; ".join(problems),
+            field=_first_column(signature, problems[0]) or field,
+            problems=problems,
+        )
+    conformed = frame.reindex(columns=signature.input_names)
+    for spec in signature.inputs:
+        conformed[spec.name] = _cast(conformed[spec.name], spec.type)
+    return conformed
+
+
+def _first_column(signature: Signature, problem: str) -> str | None:
+    """The column a :func:`check_input` problem names (it writes ``column {name!r}``)."""
+    for spec in signature.inputs:
+        if f"column {spec.name!r}" in problem:
+            return spec.name
+    return None
+
+
+def _cast(column: pd.Series, kind: str) -> pd.Series:
+    """Values ``check_input`` accepted, in the signature's type; missing values stay missing."""
+    has_na = bool(column.isna().any())
+    if kind == "float64" or (kind == "int64" and has_na):
+        return column.astype("float64")
+    if kind == "int64":
+        return column.astype("int64")
+    if kind == "bool":
+        return column.astype("boolean" if has_na else "bool")
+    if kind == "category":
+        return column.astype("category")
+    if kind == "datetime":
+        return pd.to_datetime(column, format="ISO8601")
+    return column  # string: JSON strings already
+
+
+# -- a loaded version -------------------------------------------------------------------------
+
+
+class VersionLike(Protocol):
+    """What :class:`ModelSlot` reads of a registry ``ModelVersion``."""
+
+    model: str
+    version: int
+    signature: dict[str, Any] | None
+
+    @property
+    def uri(self) -> str: ...
+
+
+class ModelSlot:
+    """One model version ready to answer: its identity, signature and micro-batcher.
+
+    ``ref`` is what the route asked the registry for (``churn@champion``); ``uri`` is what
+    answered (``churn/3``). ``predict`` returns ``{"predictions": [...], "probabilities":
+    [[...], ...] | None}``, plain Python values ready for JSON.
+    """
+
+    def __init__(
+        self, ref: str, version: VersionLike, model: LoadedModel, batching: Batching
+    ) -> None:
+        self.ref = ref
+        self.model_name = version.model
+        self.version = int(version.version)
+        self.uri = version.uri
+        stored = version.signature
+        self.signature: Signature | None = (
+            Signature.from_dict(stored) if stored else model.signature
+        )
+        self.model = model
+        self.loaded = True
+        self.loaded_at = time.time()
+        self._has_proba = model.is_classifier and model.classes_ is not None
+        self.batcher = MicroBatcher(
+            self._infer, max_batch_size=batching.max_batch_size, max_wait_ms=batching.max_wait_ms
+        )
+
+    def __repr__(self) -> str:
+        return f"ModelSlot(ref={self.ref!r}, uri={self.uri!r})"
+
+    @property
+    def classes(self) -> list[Any] | None:
+        classes = self.model.classes_
+        return None if classes is None else classes.tolist()
+
+    async def predict(self, frame: pd.DataFrame) -> dict[str, Any]:
+        predictions, probabilities = await self.batcher.submit(frame)
+        return {
+            "predictions": predictions.tolist(),
+            "probabilities": None if probabilities is None else probabilities.tolist(),
+        }
+
+    async def close(self) -> None:
+        self.loaded = False
+        await self.batcher.close()
+
+    def _infer(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
+        """Runs in the batcher's thread: one model call per batch."""
+        if self._has_proba:
+            try:
+                proba = self.model.predict_proba(frame)
+            except InvalidInput as exc:
+                if exc.field != "predict_proba":
+                    raise
+                self._has_proba = False  # e.g. an SVC without probability=True
+            else:
+                classes = self.model.classes_
+                assert classes is not None
+                return classes[np.argmax(proba, axis=1)], proba
+        return self.model.predict(frame), None

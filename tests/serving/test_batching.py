@@ -1,0 +1,113 @@
+"""The micro-batcher: concurrent requests share model calls; a failure stays with its request."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from loopwright.errors import StoreUnavailable
+from loopwright.serving.batching import MicroBatcher
+
+
+class Doubler:
+    """``predict`` that doubles ``x``, counts its calls and refuses frames holding ``-1``."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+        self.threads: set[str] = set()
+
+    def __call__(self, frame: pd.DataFrame) -> np.ndarray:
+        self.calls.append(len(frame))
+        self.threads.add(threading.current_thread().name)
+        if (frame["x"] == -1).any():
+            raise ValueError("poisoned row")
+        return frame["x"].to_numpy() * 2
+
+
+def one_row(x: int) -> pd.DataFrame:
+    return pd.DataFrame({"x": [x]})
+
+
+def test_concurrent_requests_share_few_calls_and_get_their_own_answers() -> None:
+    model = Doubler()
+    batcher = MicroBatcher(model, max_batch_size=64, max_wait_ms=20)
+    sizes: list[int] = []
+    batcher.on_batch = sizes.append
+
+    async def main() -> list[np.ndarray]:
+        answers = await asyncio.gather(*(batcher.submit(one_row(i)) for i in range(50)))
+        await batcher.close()
+        return answers
+
+    answers = asyncio.run(main())
+    assert [a.tolist() for a in answers] == [[2 * i] for i in range(50)]
+    assert len(model.calls) < 10 and sum(model.calls) == 50
+    assert batcher.batches == len(model.calls) == len(sizes) and sum(sizes) == 50
+    assert batcher.rows == 50 and batcher.queue_depth == 0
+    assert model.threads and all(t.startswith("loopwright-batch") for t in model.threads)
+
+
+def test_batches_respect_max_batch_size_in_rows() -> None:
+    model = Doubler()
+    batcher = MicroBatcher(model, max_batch_size=10, max_wait_ms=50)
+
+    async def main() -> list[np.ndarray]:
+        frames = [pd.DataFrame({"x": [i, i + 1, i + 2]}) for i in range(0, 60, 3)]
+        return await asyncio.gather(*(batcher.submit(f) for f in frames))
+
+    answers = asyncio.run(main())
+    assert np.concatenate(answers).tolist() == [2 * i for i in range(60)]
+    assert max(model.calls) <= 10 and batcher.last_batch_size <= 10
+
+
+def test_a_failing_request_fails_alone() -> None:
+    model = Doubler()
+    batcher = MicroBatcher(model, max_batch_size=64, max_wait_ms=20)
+
+    async def main() -> list[object]:
+        xs = [-1 if i % 7 == 3 else i for i in range(30)]
+        return await asyncio.gather(
+            *(batcher.submit(one_row(x)) for x in xs), return_exceptions=True
+        )
+
+    outcomes = asyncio.run(main())
+    for i, outcome in enumerate(outcomes):
+        if i % 7 == 3:
+            assert isinstance(outcome, ValueError) and "poisoned" in str(outcome)
+        else:
+            assert isinstance(outcome, np.ndarray) and outcome.tolist() == [2 * i]
+
+
+def test_tuples_split_per_request_and_none_passes_through() -> None:
+    def both(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, None]:
+        x = frame["x"].to_numpy()
+        return x, np.stack([x, -x], axis=1), None
+
+    batcher = MicroBatcher(both, max_wait_ms=10)
+
+    async def main() -> list[tuple[np.ndarray, np.ndarray, None]]:
+        return await asyncio.gather(batcher.submit(one_row(1)), batcher.submit(one_row(2)))
+
+    (a, pa, na), (b, pb, nb) = asyncio.run(main())
+    assert (a.tolist(), pa.tolist(), na) == ([1], [[1, -1]], None)
+    assert (b.tolist(), pb.tolist(), nb) == ([2], [[2, -2]], None)
+
+
+def test_wrong_result_length_is_an_error() -> None:
+    batcher = MicroBatcher(lambda frame: np.zeros(len(frame) + 1))
+    with pytest.raises(ValueError, match="results for 1 rows"):
+        asyncio.run(batcher.submit(one_row(1)))
+
+
+def test_zero_wait_and_reuse_across_event_loops_then_close() -> None:
+    model = Doubler()
+    batcher = MicroBatcher(model, max_wait_ms=0)
+    assert asyncio.run(batcher.submit(one_row(3))).tolist() == [6]
+    assert asyncio.run(batcher.submit(one_row(4))).tolist() == [8]
+    asyncio.run(batcher.close())
+    with pytest.raises(StoreUnavailable):
+        asyncio.run(batcher.submit(one_row(5)))
