@@ -1,0 +1,534 @@
+"""The prediction log and late labels: partitioned Parquet on a local directory or fsspec URL.
+
+Layout under ``uri`` (hive-partitioned, so pyarrow and DuckDB read it as one table)::
+
+    <uri>/predictions/deployment=<name>/date=YYYY-MM-DD/hour=HH/part-<ms>-<uuid>.parquet
+    <uri>/labels/date=YYYY-MM-DD/part-<ms>-<uuid>.parquet
+
+The request path only appends to memory (:meth:`PredictionLog.append`); a daemon thread flushes
+the buffer every ``flush_interval_s`` as one file per (UTC) hour partition. A file appears whole
+or not at all, as in :mod:`loopwright.backends.fs.artifacts`: a local root stages into a hidden
+temp file beside the final name and renames it (``os.replace``); a remote root stages on local
+disk and uploads to the final key in one ``put``. Readers skip names starting with ``.`` or
+``_``, so a temp file left by a killed process is never read. A failed flush keeps its records
+and retries on the next one; past ``max_buffer`` the oldest records are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import numbers
+import os
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import fsspec
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+from fsspec import AbstractFileSystem
+from fsspec.implementations.local import LocalFileSystem
+
+from loopwright.errors import InvalidInput
+
+__all__ = ["LabelStore", "PredictionLog", "join_labels", "read_labels", "read_predictions"]
+
+log = logging.getLogger(__name__)
+
+_TS = pa.timestamp("ms", tz="UTC")
+
+#: Columns of every prediction file; ``in_<feature>`` columns follow, one per input feature.
+PREDICTION_SCHEMA = pa.schema(
+    [
+        ("request_id", pa.string()),
+        ("ts", _TS),
+        ("deployment", pa.string()),
+        ("route", pa.string()),
+        ("model", pa.string()),
+        ("version", pa.int64()),
+        ("latency_ms", pa.float64()),
+        ("error", pa.string()),
+        ("shadow", pa.bool_()),
+        ("prediction", pa.string()),
+        ("prediction_value", pa.float64()),
+        ("probabilities", pa.list_(pa.float64())),
+        ("inputs_json", pa.string()),
+    ]
+)
+
+LABEL_SCHEMA = pa.schema(
+    [
+        ("request_id", pa.string()),
+        ("label", pa.string()),
+        ("label_value", pa.float64()),
+        ("ts", _TS),
+    ]
+)
+
+_IGNORE_PREFIXES = [".", "_"]
+
+
+# -- values ---------------------------------------------------------------------------------
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as its Python value; anything else unchanged."""
+    item = getattr(value, "item", None)
+    if callable(item) and not isinstance(value, str | bytes) and getattr(value, "ndim", 1) == 0:
+        return item()
+    return value
+
+
+def _as_float(value: Any) -> float | None:
+    value = _plain(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return None
+
+
+def _as_text(value: Any) -> str | None:
+    value = _plain(value)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list | dict | tuple):
+        return json.dumps(value, default=str)
+    return str(value)
+
+
+def _as_probabilities(value: Any) -> list[float | None] | None:
+    if value is None:
+        return None
+    try:
+        return [_as_float(p) for p in value]
+    except TypeError:
+        return None
+
+
+def _feature_array(values: list[Any]) -> pa.Array:
+    """float64 when every present value is a number (or none is present), else string."""
+    plain = [_plain(v) for v in values]
+    if all(v is None or isinstance(v, numbers.Real) for v in plain):
+        return pa.array([_as_float(v) for v in plain], type=pa.float64())
+    return pa.array([_as_text(v) for v in plain], type=pa.string())
+
+
+def _partition(ts_ms: int) -> tuple[str, str]:
+    moment = datetime.fromtimestamp(ts_ms / 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%d"), moment.strftime("%H")
+
+
+# -- tables ---------------------------------------------------------------------------------
+
+
+def _predictions_table(records: Sequence[dict[str, Any]], deployment: str) -> pa.Table:
+    """Records -> one Arrow table; tolerant of odd values so a bad record never blocks the log."""
+    g = [r.get for r in records]
+    preds = [get("prediction") for get in g]
+    inputs = [get("inputs") or {} for get in g]
+    versions = [_as_float(get("version")) for get in g]
+    columns: dict[str, pa.Array] = {
+        "request_id": pa.array([_as_text(get("request_id")) for get in g], pa.string()),
+        "ts": pa.array([int(get("ts") or 0) for get in g], _TS),
+        "deployment": pa.array([deployment] * len(records), pa.string()),
+        "route": pa.array([_as_text(get("route")) for get in g], pa.string()),
+        "model": pa.array([_as_text(get("model")) for get in g], pa.string()),
+        "version": pa.array([None if v is None else int(v) for v in versions], pa.int64()),
+        "latency_ms": pa.array([_as_float(get("latency_ms")) for get in g], pa.float64()),
+        "error": pa.array([_as_text(get("error")) for get in g], pa.string()),
+        "shadow": pa.array([bool(get("shadow", False)) for get in g], pa.bool_()),
+        "prediction": pa.array([_as_text(p) for p in preds], pa.string()),
+        "prediction_value": pa.array([_as_float(p) for p in preds], pa.float64()),
+        "probabilities": pa.array(
+            [_as_probabilities(get("probabilities")) for get in g], pa.list_(pa.float64())
+        ),
+        "inputs_json": pa.array([json.dumps(row, default=str) for row in inputs], pa.string()),
+    }
+    features = sorted({str(k) for row in inputs for k in row})
+    for name in features:
+        columns[f"in_{name}"] = _feature_array([row.get(name) for row in inputs])
+    return pa.table(columns)
+
+
+def _labels_table(labels: Sequence[dict[str, Any]]) -> pa.Table:
+    return pa.table(
+        {
+            "request_id": pa.array([lab["request_id"] for lab in labels], pa.string()),
+            "label": pa.array([_as_text(lab["label"]) for lab in labels], pa.string()),
+            "label_value": pa.array([_as_float(lab["label"]) for lab in labels], pa.float64()),
+            "ts": pa.array([lab["ts"] for lab in labels], _TS),
+        },
+        schema=LABEL_SCHEMA,
+    )
+
+
+# -- storage --------------------------------------------------------------------------------
+
+
+class _Dir:
+    """A root on fsspec, and the one way loopwright publishes a Parquet file under it."""
+
+    def __init__(self, uri: str) -> None:
+        if not uri:
+            raise InvalidInput("the prediction log uri must not be empty", field="uri")
+        self.fs: AbstractFileSystem
+        self.fs, base = fsspec.core.url_to_fs(uri)
+        self.base = base.rstrip("/") or "/"
+        self.is_local = isinstance(self.fs, LocalFileSystem)
+
+    def path(self, *parts: str) -> str:
+        return "/".join([self.base.rstrip("/"), *parts])
+
+    def write_table(self, table: pa.Table, final: str) -> None:
+        """Publish ``table`` at ``final`` whole: stage, fsync, then rename (local) or put."""
+        directory = final.rsplit("/", 1)[0]
+        if self.is_local:
+            os.makedirs(directory, exist_ok=True)
+            staging = directory
+        else:
+            staging = tempfile.gettempdir()
+        tmp = os.path.join(staging, f".{os.path.basename(final)}.{uuid.uuid4().hex}.tmp")
+        try:
+            with open(tmp, "xb") as out:
+                pq.write_table(table, out)
+                out.flush()
+                os.fsync(out.fileno())
+            if self.is_local:
+                os.replace(tmp, final)
+                _fsync_dir(directory)
+            else:
+                self.fs.put_file(tmp, final)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+
+def _fsync_dir(directory: str) -> None:
+    """Make a rename durable on POSIX; a no-op where directories cannot be opened."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _part_name() -> str:
+    return f"part-{_now_ms()}-{uuid.uuid4().hex}.parquet"
+
+
+# -- the prediction log ---------------------------------------------------------------------
+
+
+class PredictionLog:
+    """Buffers prediction records in memory and flushes them to Parquet from a daemon thread.
+
+    The constructor only stores; :meth:`start` launches the flusher, :meth:`close` stops it and
+    flushes what is left. :meth:`append` is safe from any thread and never does I/O.
+    Counters: ``written`` (records durably stored), ``dropped`` (lost to ``max_buffer``),
+    ``pending`` (waiting in memory); ``last_error`` is the latest flush failure, if any.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        deployment: str,
+        flush_interval_s: float = 1.0,
+        max_buffer: int = 50_000,
+    ) -> None:
+        if not deployment:
+            raise InvalidInput("a deployment name must not be empty", field="deployment")
+        if max_buffer < 1:
+            raise InvalidInput("max_buffer must be at least 1", field="max_buffer")
+        self.uri = uri
+        self.deployment = deployment
+        self.flush_interval_s = flush_interval_s
+        self.max_buffer = max_buffer
+        self.written = 0
+        self.dropped = 0
+        self.last_error: str | None = None
+        self._dir = _Dir(uri)
+        self._buffer: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        return f"PredictionLog({self.uri!r}, {self.deployment!r})"
+
+    def __enter__(self) -> PredictionLog:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+    # -- request path ---------------------------------------------------------------------
+
+    def append(self, records: list[dict[str, Any]]) -> None:
+        """Queue ``records``; past ``max_buffer`` the oldest are dropped (and counted)."""
+        with self._lock:
+            self._buffer.extend(records)
+            self._trim()
+            crowded = len(self._buffer) >= self.max_buffer // 2
+        if crowded:
+            self._wake.set()
+
+    def _trim(self) -> None:
+        """Drop the oldest records beyond ``max_buffer``; the caller holds ``_lock``."""
+        excess = len(self._buffer) - self.max_buffer
+        if excess > 0:
+            del self._buffer[:excess]
+            self.dropped += excess
+
+    # -- flushing -------------------------------------------------------------------------
+
+    def flush(self) -> int:
+        """Write what is buffered, one file per hour partition; returns how many were written.
+
+        A partition that fails to write goes back to the front of the buffer for the next flush
+        (the error is logged and kept in ``last_error``); nothing is raised.
+        """
+        with self._flush_lock:
+            with self._lock:
+                batch, self._buffer = self._buffer, []
+            if not batch:
+                return 0
+            count = 0
+            failed: list[dict[str, Any]] = []
+            for (date, hour), records in _by_hour(batch).items():
+                if failed:
+                    failed.extend(records)
+                    continue
+                try:
+                    self._write(date, hour, records)
+                except Exception as exc:
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    log.warning("prediction log flush failed, will retry: %s", self.last_error)
+                    failed.extend(records)
+                else:
+                    count += len(records)
+            with self._lock:
+                self.written += count
+                if failed:
+                    self._buffer[:0] = failed
+                    self._trim()
+            return count
+
+    def _write(self, date: str, hour: str, records: list[dict[str, Any]]) -> None:
+        table = _predictions_table(records, self.deployment)
+        final = self._dir.path(
+            "predictions",
+            f"deployment={quote(self.deployment, safe='')}",
+            f"date={date}",
+            f"hour={hour}",
+            _part_name(),
+        )
+        self._dir.write_table(table, final)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Launch the daemon flusher thread (a no-op if it is running)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stopping = False
+        self._thread = threading.Thread(
+            target=self._run, name=f"predlog-{self.deployment}", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.flush_interval_s)
+            self._wake.clear()
+            if self._stopping:
+                return
+            try:
+                self.flush()
+            except Exception:  # a bug in flush must not kill the flusher silently
+                log.exception("prediction log flusher failed")
+
+    def close(self) -> None:
+        """Stop the flusher and flush what is left (graceful shutdown); safe to call twice."""
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self.flush()
+
+
+def _by_hour(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for record in records:
+        if record.get("ts") is None:
+            record = {**record, "ts": _now_ms()}
+        groups.setdefault(_partition(int(record["ts"])), []).append(record)
+    return groups
+
+
+# -- labels ---------------------------------------------------------------------------------
+
+
+class LabelStore:
+    """Late ground truth for logged requests, written durably as soon as it arrives."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self._dir = _Dir(uri)
+
+    def __repr__(self) -> str:
+        return f"LabelStore({self.uri!r})"
+
+    def add(self, labels: list[dict[str, Any]]) -> int:
+        """Validate and store ``labels`` (one file per UTC date); returns how many were stored."""
+        checked = [_check_label(i, label) for i, label in enumerate(labels)]
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for label in checked:
+            groups.setdefault(_partition(label["ts"])[0], []).append(label)
+        for date, group in groups.items():
+            final = self._dir.path("labels", f"date={date}", _part_name())
+            self._dir.write_table(_labels_table(group), final)
+        return len(checked)
+
+
+def _check_label(i: int, label: Any) -> dict[str, Any]:
+    if not isinstance(label, dict):
+        raise InvalidInput(f"labels[{i}] must be an object", field=f"labels[{i}]")
+    request_id = label.get("request_id")
+    if not isinstance(request_id, str) or not request_id:
+        raise InvalidInput(
+            f"labels[{i}].request_id must be a non-empty string", field=f"labels[{i}].request_id"
+        )
+    value = _plain(label.get("label"))
+    if value is None or isinstance(value, list | dict | tuple):
+        raise InvalidInput(f"labels[{i}].label must be a scalar", field=f"labels[{i}].label")
+    ts = _plain(label.get("ts"))
+    if ts is None:
+        ts = _now_ms()
+    elif isinstance(ts, bool) or not isinstance(ts, int):
+        raise InvalidInput(
+            f"labels[{i}].ts must be an integer (ms since the epoch)", field=f"labels[{i}].ts"
+        )
+    return {"request_id": request_id, "label": value, "ts": ts}
+
+
+# -- reading --------------------------------------------------------------------------------
+
+
+def read_predictions(
+    uri: str,
+    deployment: str | None = None,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+) -> pd.DataFrame:
+    """Logged predictions, optionally of one deployment and within ``[start_ms, end_ms)``."""
+    hive = pa.schema([("deployment", pa.string()), ("date", pa.string()), ("hour", pa.string())])
+    condition = None
+    if deployment is not None:
+        condition = _and(condition, ds.field("deployment") == deployment)
+    if start_ms is not None:
+        condition = _and(condition, ds.field("ts") >= pa.scalar(start_ms, _TS))
+    if end_ms is not None:
+        condition = _and(condition, ds.field("ts") < pa.scalar(end_ms, _TS))
+    table = _read(uri, "predictions", hive, PREDICTION_SCHEMA, condition)
+    return table.drop_columns(["date", "hour"]).to_pandas()
+
+
+def read_labels(uri: str) -> pd.DataFrame:
+    """Every stored label (all versions; :func:`join_labels` keeps the latest per request)."""
+    hive = pa.schema([("date", pa.string())])
+    table = _read(uri, "labels", hive, LABEL_SCHEMA, None)
+    return table.drop_columns(["date"]).to_pandas()
+
+
+def join_labels(predictions: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """``predictions`` plus ``label``, ``label_value``, ``label_ts``: the latest label per request.
+
+    A left join on ``request_id``: predictions without a label keep nulls there.
+    """
+    latest = (
+        labels.sort_values("ts", kind="stable")
+        .drop_duplicates("request_id", keep="last")
+        .loc[:, ["request_id", "label", "label_value", "ts"]]
+        .rename(columns={"ts": "label_ts"})
+    )
+    return predictions.merge(latest, on="request_id", how="left")
+
+
+def _and(left: ds.Expression | None, right: ds.Expression) -> ds.Expression:
+    return right if left is None else left & right
+
+
+def _read(
+    uri: str,
+    kind: str,
+    hive: pa.Schema,
+    base: pa.Schema,
+    condition: ds.Expression | None,
+) -> pa.Table:
+    root = _Dir(uri)
+    path = root.path(kind)
+    empty = pa.Table.from_batches([], schema=_with(base, hive))
+    if not root.fs.exists(path):
+        return empty
+    partitioning = ds.partitioning(hive, flavor="hive")
+    options: dict[str, Any] = {
+        "format": "parquet",
+        "filesystem": root.fs,
+        "partitioning": partitioning,
+        "ignore_prefixes": _IGNORE_PREFIXES,
+    }
+    found = ds.dataset(path, **options)
+    if not found.files:
+        return empty
+    schemas = [fragment.physical_schema for fragment in found.get_fragments()]
+    schema = _with(_unify(base, schemas), hive)
+    return ds.dataset(path, schema=schema, **options).to_table(filter=condition)
+
+
+def _with(schema: pa.Schema, hive: pa.Schema) -> pa.Schema:
+    for field in hive:
+        if field.name not in schema.names:
+            schema = schema.append(field)
+    return schema
+
+
+def _unify(base: pa.Schema, schemas: Iterable[pa.Schema]) -> pa.Schema:
+    """The base columns, then every extra column: its one type, float64 or, if mixed, string."""
+    extra: dict[str, set[pa.DataType]] = {}
+    for schema in schemas:
+        for field in schema:
+            if field.name not in base.names:
+                extra.setdefault(field.name, set()).add(field.type)
+    fields = list(base)
+    for name in sorted(extra):
+        types = {t for t in extra[name] if t != pa.null()}
+        if len(types) == 1:
+            fields.append(pa.field(name, types.pop()))
+        elif types and all(pa.types.is_integer(t) or pa.types.is_floating(t) for t in types):
+            fields.append(pa.field(name, pa.float64()))
+        else:
+            fields.append(pa.field(name, pa.string() if types else pa.float64()))
+    return pa.schema(fields)
