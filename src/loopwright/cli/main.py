@@ -27,6 +27,7 @@ from typer.core import TyperGroup
 from loopwright import errors
 from loopwright.cli import access, commands, models, render
 from loopwright.cli import lineage as lineage_cli
+from loopwright.cli import serve as serve_cli
 from loopwright.client import Client
 from loopwright.config import Settings
 
@@ -121,6 +122,7 @@ app.add_typer(db_app, name="db")
 models.install(app)  # models, datasets, audit
 access.install(app)  # users, tokens, roles
 app.command("lineage")(lineage_cli.lineage)
+serve_cli.install(app)  # serve, deploy
 
 
 @app.callback()
