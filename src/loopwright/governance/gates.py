@@ -25,14 +25,12 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
-from typing import Annotated, Any, Literal, Protocol, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, Protocol
 
 import numpy as np
 import orjson
 import pandas as pd
-import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from loopwright.errors import GateFailed, InvalidInput
 from loopwright.governance import fairness as fair
@@ -42,6 +40,7 @@ from loopwright.governance.metrics import (
     get_metric,
     metric_names,
 )
+from loopwright.yamldoc import YamlDocument
 
 MB = 2**20  # sizes are reported in MiB: what `du -m` and most artifact browsers show
 LATENCY_WARMUP = 5  # untimed calls first, so lazy imports and caches do not count
@@ -106,8 +105,11 @@ class FairnessPolicy(_Strict):
         return bool(self.demographic_parity_difference or self.equal_opportunity_difference)
 
 
-class GatePolicy(_Strict):
+class GatePolicy(_Strict, YamlDocument):
     """What a version must show, on ``dataset``, before it may take a protected alias."""
+
+    document_name: ClassVar[str] = "gate policy"
+    document_field: ClassVar[str] = "policy"
 
     dataset: str = Field(min_length=1)
     target: str = Field(min_length=1)
@@ -143,35 +145,6 @@ class GatePolicy(_Strict):
         body = orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
         return hashlib.sha256(body).hexdigest()
 
-    @classmethod
-    def from_dict(cls, data: Any) -> GatePolicy:
-        """Validate a mapping; errors become :class:`InvalidInput` naming the YAML path."""
-        if not isinstance(data, Mapping):
-            raise InvalidInput("a gate policy must be a mapping of keys", field="policy")
-        try:
-            return cls.model_validate(dict(data))
-        except ValidationError as exc:
-            raise _invalid(exc) from None
-
-    @classmethod
-    def from_yaml(cls, text: str) -> GatePolicy:
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise InvalidInput(f"gate policy is not valid YAML: {exc}", field="policy") from None
-        return cls.from_dict(data)
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> GatePolicy:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise InvalidInput(f"cannot read gate policy {path}: {exc}", field="path") from None
-        return cls.from_yaml(text)
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
-
 
 def _check_tasks(policy: GatePolicy, task: str | None) -> None:
     """Every named metric must fit one task (the declared or inferred one)."""
@@ -188,46 +161,6 @@ def _check_tasks(policy: GatePolicy, task: str | None) -> None:
         raise InvalidInput(
             "fairness: parity and opportunity differences need a classifier", field="fairness"
         )
-
-
-def _invalid(exc: ValidationError) -> InvalidInput:
-    """The first validation error as InvalidInput whose field is the dotted YAML path."""
-    errors = [_describe(e) for e in exc.errors()]
-    first = errors[0]
-    return InvalidInput(
-        f"gate policy: {first['field']}: {first['message']}", field=first["field"], errors=errors
-    )
-
-
-def _describe(error: Any) -> dict[str, str]:
-    loc = [str(p) for p in error["loc"] if p != "[key]"]
-    path = ".".join(loc) or "policy"
-    message = str(error["msg"]).removeprefix("Value error, ")
-    if error["type"] == "extra_forbidden":
-        known = _keys_at(loc[:-1])
-        message = "unknown key" + (f"; expected one of {', '.join(known)}" if known else "")
-    return {"field": path, "message": message}
-
-
-def _keys_at(loc: list[str]) -> list[str]:
-    """The keys a policy section accepts, found by walking the models along ``loc``."""
-    model: Any = GatePolicy
-    parts = list(loc)
-    while parts and model is not None:
-        info = model.model_fields.get(parts.pop(0))
-        annotation = None if info is None else info.annotation
-        if get_origin(annotation) is dict:  # thresholds.<metric>: skip the key
-            annotation, parts = get_args(annotation)[1], parts[1:]
-        model = _model_in(annotation)
-    return [] if model is None else list(model.model_fields)
-
-
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    """``X`` of ``X`` or ``X | None`` when ``X`` is a pydantic model."""
-    for candidate in (annotation, *get_args(annotation)):
-        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-            return candidate
-    return None
 
 
 # -- the report -------------------------------------------------------------------------------

@@ -18,23 +18,20 @@ Route refs are relative to ``model``: :func:`ref_of` turns them into registry UR
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Annotated, Any, get_args
+from typing import Annotated, Any, ClassVar
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationError,
     model_validator,
 )
 
 from loopwright.errors import InvalidInput
 from loopwright.registry.entities import ModelRef, alias_name, model_name
+from loopwright.yamldoc import YamlDocument
 
 __all__ = ["Batching", "Canary", "CanarySLO", "DeploymentSpec", "LogSpec", "ref_of"]
 
@@ -113,8 +110,11 @@ class LogSpec(_Section):
     enabled: bool = True
 
 
-class DeploymentSpec(_Section):
+class DeploymentSpec(_Section, YamlDocument):
     """A served set of routes over one registered model (see the module docstring)."""
+
+    document_name: ClassVar[str] = "deployment spec"
+    document_field: ClassVar[str] = "deployment"
 
     name: Annotated[str, AfterValidator(_deployment_name)]
     model: Annotated[str, AfterValidator(_model)]
@@ -146,77 +146,8 @@ class DeploymentSpec(_Section):
         return [ref_of(self.model, s) for s in self.shadows]
 
     @classmethod
-    def from_dict(cls, data: Any) -> DeploymentSpec:
-        """Validate a mapping; errors become :class:`InvalidInput` naming the YAML path."""
-        if not isinstance(data, Mapping):
-            raise InvalidInput("a deployment spec must be a mapping of keys", field="deployment")
-        try:
-            return cls.model_validate(dict(data))
-        except ValidationError as exc:
-            raise _invalid(exc) from None
-
-    @classmethod
-    def from_yaml(cls, text: str) -> DeploymentSpec:
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            message = f"deployment spec is not valid YAML: {exc}"
-            raise InvalidInput(message, field="deployment") from None
-        return cls.from_dict(data)
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> DeploymentSpec:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise InvalidInput(f"cannot read deployment spec {path}: {exc}", field="path") from None
-        return cls.from_yaml(text)
-
-    @classmethod
     def from_uri(cls, uri: str, name: str | None = None) -> DeploymentSpec:
         """One champion route from ``churn@champion`` or ``churn/3``; named after the model."""
         ref = ModelRef.parse(uri)
         route = ref.alias if ref.version is None else str(ref.version)
         return cls.from_dict({"name": name or ref.name, "model": ref.name, "champion": route})
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
-
-
-def _invalid(exc: ValidationError) -> InvalidInput:
-    """The first validation error as InvalidInput whose field is the dotted YAML path."""
-    errors = [_describe(e) for e in exc.errors()]
-    first = errors[0]
-    return InvalidInput(
-        f"deployment spec: {first['field']}: {first['message']}",
-        field=first["field"],
-        errors=errors,
-    )
-
-
-def _describe(error: Any) -> dict[str, str]:
-    loc = [str(p) for p in error["loc"]]
-    path = ".".join(loc) or "deployment"
-    message = str(error["msg"]).removeprefix("Value error, ")
-    if error["type"] == "extra_forbidden":
-        known = _keys_at(loc[:-1])
-        message = "unknown key" + (f"; expected one of {', '.join(known)}" if known else "")
-    return {"field": path, "message": message}
-
-
-def _keys_at(loc: list[str]) -> list[str]:
-    """The keys a section accepts, found by walking the models along ``loc``."""
-    model: Any = DeploymentSpec
-    for part in loc:
-        info = model.model_fields.get(part)
-        model = None if info is None else _model_in(info.annotation)
-        if model is None:
-            return []
-    return list(model.model_fields)
-
-
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    for candidate in (annotation, *get_args(annotation)):
-        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-            return candidate
-    return None
