@@ -315,3 +315,18 @@ def _class_labels(node: Any) -> list[Any] | None:
         if attr.name == "classlabels_strings" and attr.strings:
             return [s.decode() for s in attr.strings]
     return None
+
+
+def load_version(
+    version: Any, artifacts: Any, *, trusted: bool | Sequence[str] = False
+) -> LoadedModel:
+    """Load a registered version through any artifact store (embedded or REST alike).
+
+    ``artifacts.get_bytes`` verifies the SHA-256 against the version's digest, so a tampered file
+    fails with :class:`~loopwright.errors.IntegrityError` before anything parses it.
+    """
+    from loopwright.registry.signature import Signature
+
+    data = artifacts.get_bytes(version.digest)
+    signature = Signature.from_dict(version.signature) if version.signature else None
+    return load_model(version.flavor, data, signature=signature, trusted=trusted)

@@ -173,13 +173,10 @@ class RegistryService:
         self, uri: str | ModelRef | ModelVersion, *, trusted: bool | list[str] = False
     ) -> LoadedModel:
         """Load a version for prediction; the bytes are verified against the version's digest."""
-        from loopwright.registry.model import load_model
-        from loopwright.registry.signature import Signature
+        from loopwright.registry.model import load_version
 
         mv = uri if isinstance(uri, ModelVersion) else self.resolve(uri)
-        data = self.artifacts.get_bytes(mv.digest)
-        signature = Signature.from_dict(mv.signature) if mv.signature else None
-        return load_model(mv.flavor, data, signature=signature, trusted=trusted)
+        return load_version(mv, self.artifacts, trusted=trusted)
 
     # -- aliases, gates and approvals ---------------------------------------------------------
 

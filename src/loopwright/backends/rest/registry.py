@@ -167,13 +167,10 @@ class RestRegistry:
         self, uri: str | ModelRef | ModelVersion, *, trusted: bool | list[str] = False
     ) -> LoadedModel:
         """Resolve on the server, download the verified bytes, deserialise here."""
-        from loopwright.registry.model import load_model
-        from loopwright.registry.signature import Signature
+        from loopwright.registry.model import load_version
 
         mv = uri if isinstance(uri, ModelVersion) else self.resolve(uri)
-        data = self.artifacts.get_bytes(mv.digest)  # raises IntegrityError on a digest mismatch
-        signature = Signature.from_dict(mv.signature) if mv.signature else None
-        return load_model(mv.flavor, data, signature=signature, trusted=trusted)
+        return load_version(mv, self.artifacts, trusted=trusted)
 
     # -- aliases and approvals ----------------------------------------------------------------
 
