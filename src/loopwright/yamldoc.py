@@ -88,6 +88,8 @@ def _keys_at(root: type[YamlDocument], loc: list[str]) -> list[str]:
         annotation = None if info is None else info.annotation
         if get_origin(annotation) is dict:  # e.g. thresholds.<metric>: skip the mapping key
             annotation, parts = get_args(annotation)[1], parts[1:]
+        elif get_origin(annotation) is list:  # e.g. rules.<index>: skip the index
+            annotation, parts = get_args(annotation)[0], parts[1:]
         model = _model_in(annotation)
     return [] if model is None else list(model.model_fields)
 
