@@ -5,12 +5,23 @@ its refs resolve (one clear error instead of a crash loop of workers), and run u
 factory :func:`loopwright.serving.app.app_from_env`. Workers are separate processes, so the
 settings travel as ``LOOPWRIGHT_*`` variables and the spec as YAML in
 ``LOOPWRIGHT_DEPLOYMENT_YAML``. Every accepted connection gets TCP_NODELAY (see
-:data:`loopwright.serving.app.HTTP_PROTOCOL`).
+:data:`loopwright.serving.app.HTTP_PROTOCOL`). With ``--workers N`` (N > 1) the workers share a
+temporary directory (``LOOPWRIGHT_METRICS_DIR``) where each leaves snapshots of its metrics, so
+``/metrics`` answers for the whole server whichever worker is scraped
+(:mod:`loopwright.serving.metrics`); the directory is removed when the server stops.
+
+``deploy FILE --emit docker|kserve`` serves nothing: it writes a Dockerfile or a KServe
+``InferenceService`` (:mod:`loopwright.serving.emit`) that run this same command in a container.
+FILE may come from ``LOOPWRIGHT_DEPLOYMENT_FILE``, which is how the emitted image names its spec.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
+from collections.abc import Iterator
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,8 +29,18 @@ import typer
 
 from loopwright.config import Settings
 from loopwright.errors import InvalidInput
+from loopwright.serving.emit import DEPLOYMENT_FILE_ENV
+from loopwright.serving.metrics import METRICS_DIR_ENV
 
-__all__ = ["deploy", "install", "run_deployment", "serve"]
+__all__ = [
+    "EmitTarget",
+    "deploy",
+    "emit_files",
+    "install",
+    "run_deployment",
+    "serve",
+    "shared_metrics_dir",
+]
 
 APP_FACTORY = "loopwright.serving.app:app_from_env"
 
@@ -67,19 +88,110 @@ def serve(
     run_deployment(_settings(ctx), spec, host, port, workers, trusted)
 
 
+class EmitTarget(StrEnum):
+    """What ``deploy --emit`` writes."""
+
+    docker = "docker"
+    kserve = "kserve"
+
+
 def deploy(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(help="The deployment spec (YAML).")],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="The deployment spec (YAML).", envvar=DEPLOYMENT_FILE_ENV, show_envvar=True
+        ),
+    ],
     host: Host = "127.0.0.1",
     port: Port = 8080,
     workers: Workers = 1,
     trusted: Trusted = False,
+    emit: Annotated[
+        list[EmitTarget] | None,
+        typer.Option(
+            "--emit",
+            help="Write files instead of serving (repeatable): docker "
+            "(Dockerfile), kserve (InferenceService + ConfigMap).",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Directory for --emit (default ./<name>-deploy).")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="--emit into a non-empty directory.")
+    ] = False,
+    image: Annotated[
+        str | None, typer.Option(help="Image the files name (default loopwright-<name>:<ver>).")
+    ] = None,
+    pip: Annotated[
+        list[str] | None,
+        typer.Option("--pip", help="Another pip requirement for the image (repeatable)."),
+    ] = None,
 ) -> None:
     """Serve a deployment: champion, optional canary and shadows, as the YAML declares."""
     from loopwright.serving.deployment import DeploymentSpec
 
     spec = DeploymentSpec.from_file(file)
+    if emit:
+        targets = list(dict.fromkeys(t.value for t in emit))
+        emit_files(ctx, spec, targets, out=out, force=force, image=image, workers=workers,
+                   trusted=trusted, pip=pip or [])  # fmt: skip
+        return
+    for flag, value in (("--out", out), ("--force", force), ("--image", image), ("--pip", pip)):
+        if value:
+            raise InvalidInput(f"{flag} only applies with --emit", field=flag)
     run_deployment(_settings(ctx), spec, host, port, workers, trusted)
+
+
+def emit_files(
+    ctx: typer.Context,
+    spec: Any,
+    targets: list[str],
+    *,
+    out: Path | None,
+    force: bool,
+    image: str | None,
+    workers: int,
+    trusted: bool,
+    pip: list[str],
+) -> list[Path]:
+    """Resolve every route (the files name their flavors and versions), then write the files."""
+    from loopwright.client import Client
+    from loopwright.serving import emit as emitter
+
+    settings = _settings(ctx)
+    client = Client(settings=settings)
+    try:
+        routes = emitter.resolve_routes(client.registry, spec)
+        tracking_uri = client.tracking_uri
+    finally:
+        client.close()
+    options = emitter.EmitOptions(
+        image=image,
+        tracking_uri=_absolute(tracking_uri),
+        artifacts_uri=_absolute(settings.artifacts_uri),
+        workers=workers,
+        trusted=trusted,
+        packages=tuple(pip),
+        token=settings.token is not None,
+    )
+    files = emitter.emit(targets, spec, routes, options)
+    directory = out or Path(f"{emitter.kubernetes_name(spec.name)}-deploy")
+    written = emitter.write_files(files, directory, force=force)
+    state = ctx.find_root().obj
+    for path in written:
+        state.out.print(f"wrote {path}")
+    for note in emitter.emit_notes(spec, routes, options):
+        state.err.print(f"[yellow]note:[/yellow] {note}")
+    return written
+
+
+def _absolute(uri: str | None) -> str | None:
+    """A local store path as the container must see it (mounted at the same place)."""
+    if not uri or "://" in uri:
+        return uri
+    return str(Path(uri).expanduser().resolve())
 
 
 def _settings(ctx: typer.Context) -> Settings:
@@ -107,15 +219,36 @@ def run_deployment(
     os.environ.update(settings_to_env(settings))
     os.environ[DEPLOYMENT_ENV] = spec.to_yaml()
     os.environ[TRUSTED_ENV] = "1" if trusted else "0"
-    uvicorn.run(
-        APP_FACTORY,
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        http=HTTP_PROTOCOL,
-        log_level="info",
-    )
+    with shared_metrics_dir(workers):
+        uvicorn.run(
+            APP_FACTORY,
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            http=HTTP_PROTOCOL,
+            log_level="info",
+        )
+
+
+@contextlib.contextmanager
+def shared_metrics_dir(workers: int) -> Iterator[str | None]:
+    """A fresh directory for the workers' metric snapshots while the server runs.
+
+    One worker needs none (its memory is the whole server). A directory already named by
+    ``LOOPWRIGHT_METRICS_DIR`` is used as is and left in place (one directory per server).
+    """
+    given = os.environ.get(METRICS_DIR_ENV)
+    if given or workers <= 1:
+        yield given or None
+        return
+    with tempfile.TemporaryDirectory(prefix="loopwright-metrics-",
+                                     ignore_cleanup_errors=True) as directory:  # fmt: skip
+        os.environ[METRICS_DIR_ENV] = directory
+        try:
+            yield directory
+        finally:
+            os.environ.pop(METRICS_DIR_ENV, None)
 
 
 def _check_refs(settings: Settings, spec: Any) -> None:
