@@ -28,6 +28,7 @@ from loopwright.tracking.store import ArtifactStore, TrackingStore
 if TYPE_CHECKING:
     import httpx
 
+    from loopwright.monitoring.service import MonitorService
     from loopwright.registry.service import RegistryService
     from loopwright.tracking.run import ActiveRun
 
@@ -141,13 +142,29 @@ class Client:
                 user = self.settings.user
                 self._registry = RestRegistry(tracking, artifacts, user=user)  # type: ignore[arg-type]
             else:
+                from loopwright.backends.sql.monitoring import SqlMonitorStore
                 from loopwright.backends.sql.registry import SqlRegistryStore
                 from loopwright.registry.service import RegistryService
 
                 store = SqlRegistryStore(tracking)  # type: ignore[arg-type]
-                service = RegistryService(store, tracking, artifacts)
+                profiles = SqlMonitorStore(tracking)  # type: ignore[arg-type]
+                service = RegistryService(store, tracking, artifacts, profiles=profiles)
                 self._registry = _ActingAs(service, self.settings.user)
         return self._registry  # type: ignore[no-any-return]
+
+    @property
+    def monitor(self) -> MonitorService:
+        """Monitoring of deployments (windows, drift, performance, alerts); embedded stores only."""
+        if not self._registry_is_local():
+            raise InvalidInput(
+                "monitoring runs against the metadata store directly: use a directory, sqlite:/// "
+                "or postgresql+psycopg:// URI (the server exposes the results read-only under "
+                "/api/v1/monitoring)",
+                field="tracking_uri",
+            )
+        from loopwright.monitoring.service import MonitorService
+
+        return MonitorService(self)
 
     def close(self) -> None:
         if self._stores is not None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -25,7 +26,7 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from loopwright import errors
-from loopwright.cli import access, commands, models, render
+from loopwright.cli import access, commands, deployments, models, monitor, render
 from loopwright.cli import lineage as lineage_cli
 from loopwright.cli import serve as serve_cli
 from loopwright.client import Client
@@ -123,6 +124,8 @@ models.install(app)  # models, datasets, audit
 access.install(app)  # users, tokens, roles
 app.command("lineage")(lineage_cli.lineage)
 serve_cli.install(app)  # serve, deploy
+deployments.install(app)  # deployments status|promote|rollback
+monitor.install(app)  # monitor, alerts
 
 
 @app.callback()
@@ -322,10 +325,18 @@ def server(
     auth: Annotated[
         bool, typer.Option("--auth", help="Require tokens and enforce roles (env LOOPWRIGHT_AUTH).")
     ] = False,
+    scheduler: Annotated[
+        Path | None,
+        typer.Option(help="Run `monitor run` for every monitor config (*.yaml) in this directory."),
+    ] = None,
+    scheduler_interval: Annotated[
+        float, typer.Option(min=0.05, help="Minutes between scheduler rounds.")
+    ] = 15.0,
 ) -> None:
     """Serve the tracking API (artifacts go where the global --artifacts-uri says)."""
     settings = _state(ctx).settings.with_overrides(tracking_uri=store_uri, auth=auth or None)
-    commands.serve(settings, host, port, workers)
+    with monitor.scheduled(settings, scheduler, scheduler_interval):
+        commands.serve(settings, host, port, workers)
 
 
 @app.command("quickstart")

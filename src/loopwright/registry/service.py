@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from loopwright.governance.gates import GatePolicy
+    from loopwright.monitoring.store import ReferenceProfileStore
     from loopwright.registry.model import LoadedModel
 
 SIGNATURE_FILE = "signature.json"
@@ -51,11 +52,17 @@ class RegistryService:
     """Everything the registry does, over a registry store, the tracking store and the blobs."""
 
     def __init__(
-        self, store: RegistryStore, tracking: TrackingStore, artifacts: ArtifactStore
+        self,
+        store: RegistryStore,
+        tracking: TrackingStore,
+        artifacts: ArtifactStore,
+        *,
+        profiles: ReferenceProfileStore | None = None,
     ) -> None:
         self.store = store
         self.tracking = tracking
         self.artifacts = artifacts
+        self.profiles = profiles  # where reference profiles go (monitoring); None = not kept
 
     # -- models -----------------------------------------------------------------------------
 
@@ -108,8 +115,14 @@ class RegistryService:
         *,
         description: str = "",
         tags: dict[str, str] | None = None,
+        reference_data: pd.DataFrame | None = None,
     ) -> ModelVersion:
-        """A new version from the model a run logged under ``path`` (creates the model if new)."""
+        """A new version from the model a run logged under ``path`` (creates the model if new).
+
+        The version's reference profile (what monitoring compares live traffic with) is computed
+        from ``reference_data``, else from the run's training dataset when it was registered
+        with its content (:meth:`register_dataset`), else the version has none.
+        """
         from loopwright.registry.flavors import FLAVORS
 
         run = self.tracking.get_run(run_id)
@@ -130,11 +143,12 @@ class RegistryService:
             signature = orjson.loads(
                 self.artifacts.get_bytes(refs[f"{path}/{SIGNATURE_FILE}"].digest)
             )
+        profile = self._reference_profile(run, signature, reference_data)
         try:
             self.store.get_model(name)
         except NotFound:
             self.store.create_model(name)
-        return self.store.create_version(
+        version = self.store.create_version(
             name,
             run_id=run_id,
             artifact_path=ref.path,
@@ -146,6 +160,46 @@ class RegistryService:
             description=description,
             tags=tags,
         )
+        if profile is not None and self.profiles is not None:
+            self.profiles.put_reference_profile(
+                name, version.version, profile[0], kind="features", source=profile[1]
+            )
+        return version
+
+    def _reference_profile(
+        self, run: Any, signature: dict[str, Any] | None, data: pd.DataFrame | None
+    ) -> tuple[dict[str, Any], str] | None:
+        """(profile dict, where it came from), computed before the version exists so a bad
+        frame fails the registration instead of leaving a version without its profile."""
+        if data is not None and self.profiles is None:
+            raise InvalidInput(
+                "reference_data needs a store that keeps reference profiles (an embedded "
+                "SQLite/PostgreSQL store)",
+                field="reference_data",
+            )
+        if self.profiles is None:
+            return None
+        source = "reference_data"
+        if data is None:
+            found = self._training_frame(run)
+            if found is None:
+                return None
+            data, source = found
+        from loopwright.monitoring.profiles import profile_frame
+
+        inputs = [c["name"] for c in (signature or {}).get("inputs", [])]
+        columns = [c for c in inputs if c in data.columns] or None
+        return profile_frame(data, columns=columns).to_dict(), source
+
+    def _training_frame(self, run: Any) -> tuple[pd.DataFrame, str] | None:
+        """The run's first training input that was kept with its content, if any."""
+        inputs = sorted(run.inputs, key=lambda d: d.context != "train")
+        for dataset in inputs:
+            try:
+                return self.load_dataset(dataset.digest), f"dataset:{dataset.digest}"
+            except NotFound:
+                continue
+        return None
 
     def resolve(self, uri: str | ModelRef) -> ModelVersion:
         """``churn/3``, ``churn/latest`` or ``churn@champion`` -> the version."""
@@ -393,6 +447,22 @@ class RegistryService:
 
     def verify_audit(self, anchor: tuple[int, str] | None = None) -> VerifyResult:
         return self.store.verify_audit(anchor)
+
+    def record_event(
+        self,
+        action: str,
+        target_type: str,
+        target_id: str,
+        *,
+        before: Any = None,
+        after: Any = None,
+        reason: str | None = None,
+    ) -> AuditEvent:
+        """Chain a state change made outside the registry (a deployment's canary rolled back)
+        into the same audit trail, attributed to :func:`current_actor`."""
+        return self.store.record(
+            action, target_type, target_id, before=before, after=after, reason=reason
+        )
 
     # -- datasets with content ----------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from loopwright.governance.access import AccessService
 from loopwright.registry.service import RegistryService
 from loopwright.server import handlers
 from loopwright.server.limits import BodySizeLimit
-from loopwright.server.routers import access, blobs, experiments, health, runs
+from loopwright.server.routers import access, blobs, experiments, health, monitoring, runs
 from loopwright.server.routers import registry as registry_routes
 from loopwright.server.schemas import ErrorResponse
 from loopwright.tracking.store import ArtifactStore, TrackingStore
@@ -60,9 +60,10 @@ def create_app(
     app.state.settings = settings
     app.state.registry = registry if registry is not None else _registry(tracking, artifacts)
     app.state.access = _access(tracking, settings)
+    app.state.monitor = _monitor(tracking, app.state.registry)
     handlers.install(app)
     app.include_router(health.router)
-    for module in (experiments, runs, blobs, registry_routes, access):
+    for module in (experiments, runs, blobs, registry_routes, access, monitoring):
         app.include_router(module.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.add_middleware(
         BodySizeLimit,
@@ -80,7 +81,21 @@ def _registry(tracking: TrackingStore, artifacts: ArtifactStore) -> RegistryServ
 
     if not isinstance(tracking, SqlTrackingStore):
         return None
-    return RegistryService(SqlRegistryStore(tracking), tracking, artifacts)
+    from loopwright.backends.sql.monitoring import SqlMonitorStore
+
+    profiles = SqlMonitorStore(tracking)
+    return RegistryService(SqlRegistryStore(tracking), tracking, artifacts, profiles=profiles)
+
+
+def _monitor(tracking: TrackingStore, registry: RegistryService | None) -> Any:
+    """Monitoring results (read-only) over the same SQL database; None without one."""
+    from loopwright.backends.sql.monitoring import SqlMonitorStore
+    from loopwright.backends.sql.store import SqlTrackingStore
+    from loopwright.monitoring.service import MonitorService
+
+    if not isinstance(tracking, SqlTrackingStore):
+        return None
+    return MonitorService(store=SqlMonitorStore(tracking), registry=registry)
 
 
 def _access(tracking: TrackingStore, settings: Settings) -> AccessService | None:

@@ -126,8 +126,20 @@ class RestRegistry:
         *,
         description: str = "",
         tags: dict[str, str] | None = None,
+        reference_data: pd.DataFrame | None = None,
     ) -> ModelVersion:
-        """A new version from the model a run logged under ``path`` (creates the model if new)."""
+        """A new version from the model a run logged under ``path`` (creates the model if new).
+
+        The server computes the reference profile from the run's training dataset when its
+        content was kept (``register_dataset`` with the frame the run logged); a frame cannot
+        be sent with the registration itself.
+        """
+        if reference_data is not None:
+            raise InvalidInput(
+                "reference_data is not sent over REST: register the training frame with "
+                "register_dataset() and log it on the run; the server profiles it",
+                field="reference_data",
+            )
         body = {"run_id": run_id, "path": path, "description": description, "tags": tags}
         return wire.version_from_dict(self._call("POST", ("models", name, "versions"), body))
 
@@ -259,7 +271,7 @@ class RestRegistry:
         row = self.find_dataset(name_or_digest)
         return pd.read_parquet(io.BytesIO(self.artifacts.get_bytes(row["content_digest"])))
 
-    # -- audit (read-only here; every change above is recorded by the server) ------------------
+    # -- audit (every change above is recorded by the server; record_event: deployments) ----
 
     def audit_events(
         self,
@@ -276,6 +288,21 @@ class RestRegistry:
     def verify_audit(self, anchor: tuple[int, str] | None = None) -> VerifyResult:
         params = _params(anchor=wire.anchor_to_str(anchor) if anchor else None)
         return wire.verify_from_dict(self._call("GET", ("audit", "verify"), params=params))
+
+    def record_event(
+        self,
+        action: str,
+        target_type: str,
+        target_id: str,
+        *,
+        before: Any = None,
+        after: Any = None,
+        reason: str | None = None,
+    ) -> AuditEvent:
+        """Record a deployment's state change; the server accepts only ``deployment.*``."""
+        body = {"action": action, "target_type": target_type, "target_id": target_id,
+                "before": before, "after": after, "reason": reason}  # fmt: skip
+        return wire.audit_event_from_dict(self._call("POST", ("audit", "events"), body))
 
     # -- transport ----------------------------------------------------------------------------
 

@@ -284,3 +284,7 @@ audit_events = Table(
     Column("hash", String(64), nullable=False),
     Index(None, "target_type", "target_id"),
 )
+
+# -- monitoring (revision 0004): its own module, registered on this metadata at import ------------
+
+from loopwright.backends.sql import schema_monitoring  # noqa: E402, F401
