@@ -16,6 +16,7 @@ with :data:`EXIT_CODE` — so ``NotFound`` looks the same embedded, remote or on
     ├── GateFailed            a promotion was refused by a gate (carries the failed checks)
     ├── ApprovalRequired      a protected alias needs approvals that are not (yet) granted
     ├── PayloadTooLarge
+    ├── ModelError            a served model raised on inputs that fit its signature
     ├── IntegrityError        stored bytes do not match their digest
     ├── SchemaOutdated        the metadata store needs ``loopwright db upgrade``
     └── StoreUnavailable      the store or server cannot be reached
@@ -91,6 +92,12 @@ class PayloadTooLarge(LoopwrightError):
     code = "PAYLOAD_TOO_LARGE"
 
 
+class ModelError(LoopwrightError):
+    """A served model raised on these inputs (they were valid for its signature): 422."""
+
+    code = "MODEL_ERROR"
+
+
 class IntegrityError(LoopwrightError):
     code = "INTEGRITY_ERROR"
 
@@ -115,6 +122,7 @@ HTTP_STATUS: dict[type[LoopwrightError], int] = {
     PayloadTooLarge: 413,
     GateFailed: 422,
     ApprovalRequired: 409,
+    ModelError: 422,
     IntegrityError: 500,
     SchemaOutdated: 503,
     StoreUnavailable: 503,

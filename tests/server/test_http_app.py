@@ -26,6 +26,7 @@ ROUTES = {
     ("/api/v1/experiments/{experiment_id}", "get"),
     ("/api/v1/experiments-by-name/{name}", "get"),
     ("/api/v1/runs", "post"),
+    ("/api/v1/audit/events", "post"),
     ("/api/v1/monitoring/{deployment}/windows", "get"),
     ("/api/v1/monitoring/{deployment}/series/{name}", "get"),
     ("/api/v1/monitoring/{deployment}/alerts", "get"),

@@ -28,6 +28,7 @@ from typer.core import TyperGroup
 from loopwright import errors
 from loopwright.cli import access, commands, deployments, models, monitor, render
 from loopwright.cli import lineage as lineage_cli
+from loopwright.cli import loop as loop_cli
 from loopwright.cli import serve as serve_cli
 from loopwright.client import Client
 from loopwright.config import Settings
@@ -126,6 +127,7 @@ app.command("lineage")(lineage_cli.lineage)
 serve_cli.install(app)  # serve, deploy
 deployments.install(app)  # deployments status|promote|rollback
 monitor.install(app)  # monitor, alerts
+loop_cli.install(app)  # loop run|trigger|status
 
 
 @app.callback()

@@ -22,7 +22,17 @@ status of :func:`loopwright.errors.http_status`::
 
     POST /predict    {"records": [{column: value}, ...], "key"?: str, "id"?: str}
     POST /feedback   {"labels": [{"request_id", "label", "ts"?}]}  -> {"accepted": n}
-    GET  /metrics    Prometheus text;  GET /status: routes, versions, last swap, load errors
+    GET  /metrics    Prometheus text
+    GET  /status     routes, versions, weights, state (canary / rolled_back / promoted) and why,
+                     the SLO window, alerts, last swap, load errors
+    POST /canary/rollback  {"reason": str}  -> stop routing to the canary (audit event, alert)
+    POST /canary/promote   {"reason"?: str, "override"?: bool}  -> the champion alias moves to
+                     the canary's version through the registry's gates (422 GATE_FAILED) and
+                     approvals (409 APPROVAL_REQUIRED, ``details.request_id``)
+
+The canary routes act as the user named by ``X-Loopwright-User`` (the CLI sends it), else as
+the server's own user; the serving port has no authentication of its own, so expose it only
+where callers may steer the deployment (the registry still enforces gates and approvals).
 
 A model that raises on some inputs answers those requests with **422** ``MODEL_ERROR`` (the
 input was valid for the signature but the model refused it; the server keeps serving). The
@@ -49,10 +59,17 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 import loopwright
-from loopwright.errors import InvalidInput, LoopwrightError, NotFound, StoreUnavailable, http_status
+from loopwright.errors import (
+    InvalidInput,
+    LoopwrightError,
+    ModelError,
+    NotFound,
+    StoreUnavailable,
+    http_status,
+)
 from loopwright.registry.signature import Signature
 from loopwright.serving.predictor import validate_columns, validate_records
-from loopwright.serving.runtime import DeploymentRuntime, ModelError
+from loopwright.serving.runtime import DeploymentRuntime
 
 __all__ = ["DEPLOYMENT_ENV", "TRUSTED_ENV", "app_from_env", "create_serving_app"]
 
@@ -61,8 +78,8 @@ log = logging.getLogger("loopwright.serving")
 DEPLOYMENT_ENV = "LOOPWRIGHT_DEPLOYMENT_YAML"
 TRUSTED_ENV = "LOOPWRIGHT_DEPLOYMENT_TRUSTED"
 
-#: Serving's own statuses, looked up before :func:`loopwright.errors.http_status`.
-_STATUS: dict[type[LoopwrightError], int] = {ModelError: 422}
+#: Who acts on the canary routes (the registry's audit trail records it).
+USER_HEADER = "x-loopwright-user"
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -71,13 +88,6 @@ def _json(content: Any, status: int = 200, rid: str | None = None) -> Response:
     headers = {"X-Request-Id": rid} if rid else None
     body = orjson.dumps(content, default=str, option=orjson.OPT_SERIALIZE_NUMPY)
     return Response(body, status, headers=headers, media_type="application/json")
-
-
-def _status(exc: LoopwrightError) -> int:
-    for cls in type(exc).__mro__:
-        if cls in _STATUS:
-            return _STATUS[cls]
-    return http_status(exc)
 
 
 # -- the app -------------------------------------------------------------------------------
@@ -111,6 +121,8 @@ def create_serving_app(runtime: DeploymentRuntime, *, close_client: bool = False
         Route("/predict", api.own(api.predict), methods=["POST"]),
         Route("/feedback", api.own(api.feedback), methods=["POST"]),
         Route("/status", api.own(api.status)),
+        Route("/canary/rollback", api.own(api.rollback), methods=["POST"]),
+        Route("/canary/promote", api.own(api.promote), methods=["POST"]),
         Route("/metrics", api.metrics),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
@@ -168,7 +180,7 @@ class _Api:
         if not isinstance(exc, ModelError):  # model failures are counted per route already
             self.runtime.metrics.reject(exc.code)
         rid = request.headers.get("x-request-id")
-        return _json(body, _status(exc), rid)
+        return _json(body, http_status(exc), rid)
 
     # -- V2 metadata and health ----------------------------------------------------------------
 
@@ -285,6 +297,24 @@ class _Api:
     async def status(self, request: Request) -> Response:
         return _json(self.runtime.status())
 
+    async def rollback(self, request: Request) -> Response:
+        body = await _body(request)
+        reason = body.get("reason")
+        if not isinstance(reason, str) or not reason.strip():
+            raise InvalidInput("reason must be a non-empty string", field="reason")
+        result = await self.runtime.rollback(reason, user=_user(request))
+        return _json({**result, "status": self.runtime.status()})
+
+    async def promote(self, request: Request) -> Response:
+        body = await _body(request)
+        reason, override = body.get("reason"), body.get("override", False)
+        if reason is not None and not isinstance(reason, str):
+            raise InvalidInput("reason must be a string", field="reason")
+        if not isinstance(override, bool):
+            raise InvalidInput("override must be true or false", field="override")
+        result = await self.runtime.promote(reason, override=override, user=_user(request))
+        return _json({**result, "status": self.runtime.status()})
+
     async def metrics(self, request: Request) -> Response:
         text = self.runtime.render_metrics()
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
@@ -302,6 +332,11 @@ async def _body(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidInput("the body must be a JSON object", field="body")
     return body
+
+
+def _user(request: Request) -> str | None:
+    user = request.headers.get(USER_HEADER, "").strip()
+    return user[:200] or None
 
 
 def _request_id(request: Request, body: dict[str, Any]) -> str:

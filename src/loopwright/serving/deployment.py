@@ -92,14 +92,27 @@ class Canary(_Section):
 
 
 class CanarySLO(_Section):
-    """When a canary is judged unhealthy, compared with the champion over ``window_s``."""
+    """When a canary is judged unhealthy, compared with the champion over ``window_s``.
+
+    Judged once ``min_requests`` canary answers are in the window (see
+    :mod:`loopwright.serving.canary`): the error rate above ``max_error_rate`` *and* above
+    ``max_error_rate_ratio`` x the champion's; the p99 latency of successful answers above
+    ``max_p99_ratio`` x the champion's (and above ``p99_floor_ms``, so sub-millisecond jitter
+    cannot roll back); or, with ``min_agreement``, the share of rows where the canary predicted
+    what the champion predicts for the same input below it. ``agreement_sample`` of the canary's
+    answers are re-scored on the champion, off the request path, to measure that; numeric
+    predictions agree within ``agreement_tolerance``.
+    """
 
     window_s: float = Field(default=60.0, gt=0)
     min_requests: int = Field(default=50, ge=1)
     max_error_rate_ratio: float = Field(default=2.0, gt=0)
     max_error_rate: float = Field(default=0.05, ge=0, le=1)
     max_p99_ratio: float = Field(default=2.0, gt=0)
+    p99_floor_ms: float = Field(default=0.0, ge=0)
     min_agreement: float | None = Field(default=None, ge=0, le=1)
+    agreement_sample: float = Field(default=1.0, gt=0, le=1)
+    agreement_tolerance: float = Field(default=0.0, ge=0)
 
 
 class LogSpec(_Section):

@@ -10,6 +10,14 @@ to load leaves the old one serving; the failure is kept in :meth:`~DeploymentRun
 
 Errors a model raises on some inputs become :class:`ModelError` for those requests only (the
 micro-batcher retries a failed batch request by request); the app answers them with 422.
+
+With a canary and ``spec.slo``, every champion and canary answer feeds a
+:class:`~loopwright.serving.canary.CanaryAnalysis`; when the canary breaches its SLO the router
+sends it nothing from that request on, and the decision (state ``rolled_back``, the reason, an
+alert) is published to the deployment's state file, which every worker reads on each refresh,
+and recorded once in the audit trail. :meth:`~DeploymentRuntime.rollback` does the same by hand;
+:meth:`~DeploymentRuntime.promote` moves the champion alias to the canary's version through the
+registry's gates and approvals.
 """
 
 from __future__ import annotations
@@ -17,17 +25,40 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from loopwright.errors import InvalidInput, LoopwrightError
+from loopwright.errors import (
+    ApprovalRequired,
+    Conflict,
+    InvalidInput,
+    LoopwrightError,
+    ModelError,
+    NotFound,
+)
+from loopwright.governance.audit import acting_as
+from loopwright.serving.canary import (
+    CANARY,
+    PROMOTED,
+    ROLLED_BACK,
+    SERVING,
+    CanaryAnalysis,
+    Decision,
+    StateFile,
+    Verdict,
+    agreeing_rows,
+    new_alert,
+    wall_clock_ms,
+)
 from loopwright.serving.metrics import ServingMetrics
 from loopwright.serving.predictor import ModelSlot
 from loopwright.serving.predlog import LabelStore, PredictionLog
-from loopwright.serving.routing import Router
+from loopwright.serving.routing import ROUTES, Router
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -41,12 +72,11 @@ log = logging.getLogger("loopwright.serving")
 
 DRAIN_TIMEOUT_S = 30.0
 MAX_ERRORS_KEPT = 20
-
-
-class ModelError(LoopwrightError):
-    """The model raised on these inputs (the request was valid for the signature)."""
-
-    code = "MODEL_ERROR"
+MAX_ALERTS_KEPT = 20
+#: Judge the canary after every canary answer while the window is small; above this many
+#: answers at most every JUDGE_EVERY_S (a p99 sorts the window).
+JUDGE_ALWAYS_BELOW = 2000
+JUDGE_EVERY_S = 0.2
 
 
 @dataclass(eq=False, slots=True)
@@ -65,19 +95,34 @@ class _Route:
     lease: _Lease
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class DeploymentRuntime:
-    """A :class:`DeploymentSpec` served: see the module docstring. Constructing only stores."""
+    """A :class:`DeploymentSpec` served: see the module docstring. Constructing only stores.
 
-    def __init__(self, client: Client, spec: DeploymentSpec, *, trusted: bool = False) -> None:
+    ``clock`` (milliseconds) stamps the prediction log and drives the SLO window, so a demo can
+    replay simulated days; the wall clock by default.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        spec: DeploymentSpec,
+        *,
+        trusted: bool = False,
+        clock: Callable[[], int] | None = None,
+    ) -> None:
         self.client = client
         self.spec = spec
         self.trusted = trusted
+        self.clock = clock or wall_clock_ms
         self.metrics = ServingMetrics()
         self.router = Router(spec.canary.weight if spec.canary else 0.0)
+        self.analysis: CanaryAnalysis | None = None
+        if spec.canary is not None and spec.slo is not None:
+            self.analysis = CanaryAnalysis(spec.slo, self.clock)
+        self.decision: Decision | None = None  # what was decided about the canary's version
+        self.alerts: list[dict[str, Any]] = []
+        self.state_file: StateFile | None = None
+        self._judged_at = 0.0
         self.routes: dict[str, _Route] = {}
         self.shadows: list[_Route] = []
         self.predlog: PredictionLog | None = None
@@ -116,6 +161,8 @@ class DeploymentRuntime:
             self.routes["canary"] = await self._load_route("canary", spec.canary_ref)
         self.shadows = [await self._load_route("shadow", ref) for ref in spec.shadow_refs]
         self.labels = LabelStore(self.log_uri)
+        self.state_file = StateFile(self.log_uri, spec.name)
+        await self._sync_decision()
         if spec.log.enabled:
             self.predlog = PredictionLog(self.log_uri, spec.name, spec.log.flush_interval_s)
             self.predlog.start()
@@ -169,6 +216,8 @@ class DeploymentRuntime:
             for route in [*self.routes.values(), *self.shadows]:
                 if await self._refresh_route(route):
                     swapped.append(f"{route.name}:{route.ref}")
+            await self._sync_decision()
+        self._judge(force=True)
         return swapped
 
     async def _refresh_route(self, route: _Route) -> bool:
@@ -187,8 +236,9 @@ class DeploymentRuntime:
             "ref": route.ref,
             "from_version": old.slot.version,
             "to_version": new.slot.version,
-            "at": _now_ms(),
+            "at": self.clock(),
         }
+        self._version_changed(route.name, new.slot.version)
         log.info("deployment %s: %s now serves %s", self.spec.name, route.ref, new.slot.uri)
         self._spawn(self._retire(old))
         return True
@@ -198,9 +248,10 @@ class DeploymentRuntime:
             exc.message if isinstance(exc, LoopwrightError) else f"{type(exc).__name__}: {exc}"
         )
         log.warning("deployment %s: cannot load %s: %s", self.spec.name, route.ref, message)
-        self.errors.append(
-            {"route": route.name, "ref": route.ref, "error": message, "at": _now_ms()}
-        )
+        self._error({"route": route.name, "ref": route.ref, "error": message})
+
+    def _error(self, entry: dict[str, Any]) -> None:
+        self.errors.append({**entry, "at": self.clock()})
         del self.errors[:-MAX_ERRORS_KEPT]
 
     async def _retire(self, lease: _Lease) -> None:
@@ -244,9 +295,13 @@ class DeploymentRuntime:
             result = await self._call(lease, frame)
         except Exception as exc:
             error = _as_loopwright_error(exc)
-            self._observe(route.name, lease.slot, rid, frame, None, started, error, False)
+            latency = self._observe(route.name, lease.slot, rid, frame, None, started, error, False)
+            self._analyse(route.name, lease.slot.version, False, latency)
             raise error from exc
-        self._observe(route.name, lease.slot, rid, frame, result, started, None, False)
+        latency = self._observe(route.name, lease.slot, rid, frame, result, started, None, False)
+        self._analyse(route.name, lease.slot.version, True, latency)
+        if route.name == "canary" and self._wants_comparison():
+            self._spawn(self._compare(frame, lease.slot.version, result["predictions"]))
         for shadow in self.shadows:
             self._spawn(self._shadow(shadow, frame, rid))
         return {
@@ -289,18 +344,19 @@ class DeploymentRuntime:
         started: float,
         error: LoopwrightError | None,
         shadow: bool,
-    ) -> None:
+    ) -> float:
+        """Count, then log one answer; returns its latency in ms."""
         latency_ms = (time.perf_counter() - started) * 1000.0
         predictions = result["predictions"] if result else None
         self.metrics.observe_request(route, slot.version, latency_ms / 1000.0, error is not None)
         if predictions is not None:
             self.metrics.observe_predictions(route, slot.version, predictions, slot.classes)
         if self.predlog is None:
-            return
+            return latency_ms
         rows = frame.to_dict("records")
         probabilities = result["probabilities"] if result else None
         base = {
-            "ts": _now_ms(),
+            "ts": self.clock(),
             "route": route,
             "model": slot.model_name,
             "version": slot.version,
@@ -320,12 +376,288 @@ class DeploymentRuntime:
                 for i, row in enumerate(rows)
             ]
         )
+        return latency_ms
 
     async def add_labels(self, labels: list[dict[str, Any]]) -> int:
         """Store late ground truth for logged request ids (written durably before returning)."""
         if self.labels is None:
             self.labels = LabelStore(self.log_uri)
         return await asyncio.to_thread(self.labels.add, labels)
+
+    # -- the canary -------------------------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        """``serving`` (no canary), ``canary``, or the decision: ``rolled_back``, ``promoted``."""
+        if self.spec.canary is None:
+            return SERVING
+        return self.decision.state if self.decision is not None else CANARY
+
+    def _analyse(self, route: str, version: int, ok: bool, latency_ms: float) -> None:
+        """Feed one champion/canary answer to the SLO window; judge after a canary answer."""
+        if self.analysis is None or route not in ROUTES or self.state != CANARY:
+            return
+        if self.routes[route].lease.slot.version != version:
+            return  # answered by a version swapped out meanwhile
+        self.analysis.observe(route, ok, latency_ms)
+        if route == "canary":
+            self._judge()
+
+    def _wants_comparison(self) -> bool:
+        return (
+            self.analysis is not None and self.state == CANARY and self.analysis.wants_comparison()
+        )
+
+    def judge(self) -> Verdict | None:
+        """Judge the canary now (None: no SLO, not live, or too few answers in the window)."""
+        return self._judge(force=True)
+
+    def _judge(self, force: bool = False) -> Verdict | None:
+        if self.analysis is None or self.state != CANARY:
+            return None
+        now = time.monotonic()
+        busy = self.analysis.size >= JUDGE_ALWAYS_BELOW
+        if busy and not force and now - self._judged_at < JUDGE_EVERY_S:
+            return None
+        self._judged_at = now
+        verdict = self.analysis.judge()
+        if verdict is not None and verdict.breached:
+            decision, weight = self._roll_back(verdict.reason, "slo", verdict)
+            self._spawn(self._publish(decision, weight))
+        return verdict
+
+    async def _compare(self, frame: pd.DataFrame, version: int, predictions: list[Any]) -> None:
+        """Score a canary request on the champion too (off the request path) for agreement."""
+        try:
+            result = await self._call(self.routes["champion"].lease, frame)
+        except Exception:
+            return  # the champion's failures count where it answers its own requests
+        canary = self.routes.get("canary")
+        if self.analysis is None or canary is None or canary.lease.slot.version != version:
+            return
+        tolerance = self.analysis.slo.agreement_tolerance
+        agreed = agreeing_rows(predictions, result["predictions"], tolerance)
+        self.analysis.observe_agreement(agreed, len(predictions))
+
+    def _version_changed(self, route: str, version: int) -> None:
+        """A swap: the window forgets the old version; a new canary version clears a decision."""
+        if self.analysis is not None and route in ROUTES:
+            self.analysis.reset(route)
+        decision = self.decision
+        if route != "canary" or decision is None or decision.canary_version == version:
+            return
+        log.info("deployment %s: the canary now serves version %d; the %s decision about "
+                 "version %d no longer applies", self.spec.name, version, decision.state,
+                 decision.canary_version)  # fmt: skip
+        self.decision = None
+        self.router.set_canary_weight(self.spec.canary.weight if self.spec.canary else 0.0)
+
+    def _apply(self, decision: Decision) -> None:
+        self.decision = decision
+        self.router.set_canary_weight(0.0)
+        alert = decision.alert
+        if alert is not None and all(a.get("id") != alert.get("id") for a in self.alerts):
+            self.alerts.append(alert)
+            del self.alerts[:-MAX_ALERTS_KEPT]
+
+    async def _sync_decision(self) -> None:
+        """Apply what another worker (or an earlier run) decided about this canary version."""
+        canary = self.routes.get("canary")
+        if canary is None or self.state_file is None:
+            return
+        try:
+            stored = await asyncio.to_thread(self.state_file.read)
+        except Exception as exc:
+            self._error({"route": "canary", "ref": canary.ref,
+                         "error": f"cannot read {self.state_file.path}: {exc}"})  # fmt: skip
+            return
+        version = canary.lease.slot.version
+        if stored is None or stored.canary_version != version:
+            return
+        current = self.decision
+        if current is not None and (current.canary_version, current.state) == (
+            stored.canary_version,
+            stored.state,
+        ):
+            return
+        self._apply(stored)
+        level = logging.WARNING if stored.state == ROLLED_BACK else logging.INFO
+        log.log(level, "deployment %s: canary %s (version %d) is %s (decided by %s at %d): %s",
+                self.spec.name, canary.ref, version, stored.state, stored.by, stored.at_ms,
+                stored.reason)  # fmt: skip
+
+    def _canary_route(self) -> _Route:
+        canary = self.routes.get("canary")
+        if canary is None:
+            raise NotFound(f"deployment {self.spec.name!r} has no canary", field="canary")
+        return canary
+
+    def _roll_back(
+        self, reason: str, by: str, verdict: Verdict | None, actor: str | None = None
+    ) -> tuple[Decision, float]:
+        """Stop routing to the canary now; returns the decision and the weight it had."""
+        canary = self._canary_route()
+        version = canary.lease.slot.version
+        at = self.clock()
+        alert = new_alert(self.spec.name, reason, verdict, at, version)
+        decision = Decision(ROLLED_BACK, version, canary.ref, reason, by, at, actor=actor,
+                            verdict=None if verdict is None else verdict.to_dict(),
+                            alert=alert)  # fmt: skip
+        weight = self.router.canary_weight
+        self._apply(decision)
+        log.warning("deployment %s: canary %s (version %d) rolled back (%s): %s",
+                    self.spec.name, canary.ref, version, by, reason)  # fmt: skip
+        return decision, weight
+
+    async def _publish(self, decision: Decision, weight: float) -> int | None:
+        """Publish the decision to the other workers; the first publisher records the audit
+        event. Returns the event's sequence number (None: another worker recorded it)."""
+        if self.state_file is not None:
+            try:
+                other = await asyncio.to_thread(self.state_file.claim, decision)
+            except Exception as exc:
+                other = None
+                self._error({"route": "canary", "ref": decision.canary_ref,
+                             "error": f"cannot write {self.state_file.path}: {exc}"})  # fmt: skip
+            if other is not None:  # another worker was first: show its decision everywhere
+                mine = (decision.alert or {}).get("id")
+                self.alerts = [a for a in self.alerts if a.get("id") != mine]
+                self._apply(other)
+                return None
+        try:
+            event = await asyncio.to_thread(self._audit, decision, weight)
+        except Exception as exc:
+            message = exc.message if isinstance(exc, LoopwrightError) else repr(exc)
+            log.warning("deployment %s: cannot record the rollback in the audit trail: %s",
+                        self.spec.name, message)  # fmt: skip
+            self._error({"route": "canary", "ref": decision.canary_ref,
+                         "error": f"audit event not recorded: {message}"})  # fmt: skip
+            return None
+        return int(event.seq)
+
+    def _audit(self, decision: Decision, weight: float) -> Any:
+        verdict = decision.verdict or {}
+        return self.client.registry.record_event(
+            "deployment.rollback",
+            "deployment",
+            self.spec.name,
+            before={
+                "canary": decision.canary_ref,
+                "version": decision.canary_version,
+                "weight": weight,
+                "state": CANARY,
+            },
+            after={
+                "state": decision.state,
+                "weight": 0.0,
+                "by": decision.by,
+                "rule": verdict.get("rule"),
+                "measured": verdict.get("measured"),
+                "thresholds": verdict.get("thresholds"),
+            },
+            reason=decision.reason,
+        )
+
+    async def rollback(self, reason: str, *, user: str | None = None) -> dict[str, Any]:
+        """Stop routing to the canary by hand (state ``rolled_back``, audit event, alert)."""
+        canary = self._canary_route()
+        if not reason or not reason.strip():
+            raise InvalidInput("a manual rollback needs a reason", field="reason")
+        current = self.decision
+        if current is not None and current.state == PROMOTED:
+            raise Conflict(
+                f"canary version {current.canary_version} was promoted to champion; move the "
+                "champion alias back instead",
+                field="canary",
+            )
+        if current is not None and current.state == ROLLED_BACK:
+            return {"changed": False, "state": ROLLED_BACK, "decision": current.to_dict()}
+        decision, weight = self._roll_back(reason.strip(), "manual", None, user)
+        with acting_as(user):
+            seq = await self._publish(decision, weight)
+        log.info("deployment %s: %s rolled back by hand", self.spec.name, canary.ref)
+        return {"changed": True, "state": ROLLED_BACK, "decision": decision.to_dict(),
+                "audit_seq": seq}  # fmt: skip
+
+    async def promote(
+        self, reason: str | None = None, *, override: bool = False, user: str | None = None
+    ) -> dict[str, Any]:
+        """Move the champion alias to the canary's version, through gates and approvals.
+
+        :class:`~loopwright.errors.GateFailed` and
+        :class:`~loopwright.errors.ApprovalRequired` pass through; for the latter a pending
+        approval request is opened if there is none, and its id is in ``details``.
+        """
+        canary = self._canary_route()
+        alias = self.spec.champion
+        if alias == "latest" or alias.isdigit():
+            raise InvalidInput(
+                f"the champion route is {alias!r}, not an alias: promote by editing the spec",
+                field="champion",
+            )
+        current = self.decision
+        if current is not None and current.state == ROLLED_BACK:
+            raise Conflict(
+                f"canary version {current.canary_version} was rolled back ({current.reason}); "
+                "a new canary version clears that",
+                field="canary",
+            )
+        reason = (reason or "").strip() or None
+        if override and reason is None:
+            raise InvalidInput("override needs a reason (it is recorded in the audit trail)",
+                               field="reason")  # fmt: skip
+        version = canary.lease.slot.version
+        registry = self.client.registry
+        with acting_as(user):
+            try:
+                await asyncio.to_thread(
+                    registry.set_alias,
+                    self.spec.model,
+                    alias,
+                    version,
+                    reason=reason,
+                    override=reason if override else None,
+                )
+            except ApprovalRequired as exc:
+                raise await self._approval_needed(exc, alias, version, reason) from None
+        decision = Decision(PROMOTED, version, canary.ref, reason or f"promoted to {alias}",
+                            "promote", self.clock(), actor=user)  # fmt: skip
+        self._apply(decision)
+        if self.state_file is not None:
+            try:
+                await asyncio.to_thread(self.state_file.write, decision)
+            except Exception as exc:
+                self._error({"route": "canary", "ref": canary.ref,
+                             "error": f"cannot write {self.state_file.path}: {exc}"})  # fmt: skip
+        log.info("deployment %s: canary version %d promoted to %s@%s", self.spec.name, version,
+                 self.spec.model, alias)  # fmt: skip
+        await self.refresh()
+        return {"promoted": True, "model": self.spec.model, "alias": alias, "version": version,
+                "champion_version": self.routes["champion"].lease.slot.version}  # fmt: skip
+
+    async def _approval_needed(
+        self, exc: ApprovalRequired, alias: str, version: int, reason: str | None
+    ) -> ApprovalRequired:
+        """The error to answer, naming the pending approval request (opened if none was)."""
+        registry = self.client.registry
+        model = self.spec.model
+
+        def pending_or_new() -> tuple[Any, bool]:
+            for request in reversed(registry.list_requests(model, "PENDING")):
+                if request.alias == alias and request.version == version:
+                    return request, False
+            comment = reason or f"canary promotion of {self.spec.name}"
+            return registry.request_alias(model, alias, version, comment), True
+
+        request, opened = await asyncio.to_thread(pending_or_new)
+        what = "was opened" if opened else "is pending"
+        message = (
+            f"moving {model}@{alias} to version {version} needs {request.required} approval(s); "
+            f"approval request {request.id} {what} ({request.approvals} of {request.required}): "
+            f"`loopwright models approve {request.id}`, then promote again"
+        )
+        return ApprovalRequired(message, field="alias", **{**exc.details,
+                                                           "request_id": request.id})  # fmt: skip
 
     # -- observing --------------------------------------------------------------------------
 
@@ -343,11 +675,30 @@ class DeploymentRuntime:
             "deployment": self.spec.name,
             "model": self.spec.model,
             "ready": self.ready,
+            "state": self.state,
             "routes": routes,
             "shadows": [_route_status(r) for r in self.shadows],
+            "canary": self._canary_status(),
+            "alerts": list(self.alerts),
             "last_swap": self.last_swap,
             "errors": list(self.errors),
             "log": log_state,
+            "worker": os.getpid(),
+        }
+
+    def _canary_status(self) -> dict[str, Any] | None:
+        """The canary's state, why, and what its SLO window holds now."""
+        if self.spec.canary is None:
+            return None
+        decision = self.decision
+        return {
+            "state": self.state,
+            "weight": self.router.canary_weight,
+            "configured_weight": self.spec.canary.weight,
+            "reason": None if decision is None else decision.reason,
+            "decision": None if decision is None else decision.to_dict(),
+            "slo": None if self.spec.slo is None else self.spec.slo.model_dump(mode="json"),
+            "window": None if self.analysis is None else self.analysis.snapshot(),
         }
 
     def render_metrics(self) -> str:

@@ -10,10 +10,10 @@ spaces or dots work (``/`` and ``@`` are not allowed in model names at all).
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -28,6 +28,7 @@ from loopwright.server.handlers import validation_to_invalid_input
 from loopwright.server.schemas import (
     AliasSet,
     AuditEventList,
+    AuditEventPublic,
     CancelCreate,
     DecisionCreate,
     EvaluateCreate,
@@ -360,6 +361,33 @@ def audit_events(
         raise InvalidInput(f"limit must be 1..10000, got {limit}", field="limit")
     events = registry.audit_events(after_seq, limit, target_type, target_id)
     return {"events": [wire.audit_event_to_dict(e) for e in events]}
+
+
+class DeploymentEventCreate(BaseModel):
+    """An audit event a model server records (a canary rolled back); only ``deployment.*``
+    actions on deployments, so the registry's own actions cannot be written from outside."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: str = Field(pattern=r"^deployment\.[a-z_.]{1,60}$")
+    target_type: Literal["deployment"]
+    target_id: str = Field(min_length=1, max_length=200)
+    before: Any = None
+    after: Any = None
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+@router.post(
+    "/audit/events",
+    response_model=AuditEventPublic,
+    status_code=201,
+    dependencies=[require(Permission.WRITE)],
+)
+def record_event(body: DeploymentEventCreate, registry: Registry) -> dict[str, Any]:
+    event = registry.record_event(body.action, body.target_type, body.target_id,
+                                  before=body.before, after=body.after,
+                                  reason=body.reason)  # fmt: skip
+    return wire.audit_event_to_dict(event)
 
 
 @router.get("/audit/verify", response_model=VerifyPublic, dependencies=[require(Permission.ADMIN)])
