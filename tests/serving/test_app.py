@@ -317,3 +317,39 @@ def test_hot_swap_follows_the_alias(store: Store, tmp_path: Path) -> None:
 
 def _broken(*args: Any, **kwargs: Any) -> Any:
     raise OSError("disk on fire")
+
+
+def test_a_shadow_follows_its_alias_in_and_out(store: Store, tmp_path: Path) -> None:
+    """A shadow alias that points nowhere yet (no challenger) does not stop the deployment."""
+    spec = DeploymentSpec.from_dict(
+        {
+            "name": "chall",
+            "model": "churn",
+            "shadows": ["challenger"],
+            "log": {"uri": str(tmp_path)},
+        }
+    )
+    client = store.client()
+    runtime = DeploymentRuntime(client, spec)
+    try:
+        with TestClient(create_serving_app(runtime)) as http:
+            assert http.get("/status").json()["pending_shadows"] == ["churn@challenger"]
+            http.post("/predict", json={"records": records(store), "id": "before"})
+            client.registry.set_alias("churn", "challenger", 2)
+            assert http.portal.call(runtime.refresh) == ["shadow:churn@challenger"]
+            http.post("/predict", json={"records": records(store), "id": "during"})
+            client.registry.delete_alias("churn", "challenger")
+            assert http.portal.call(runtime.refresh) == ["shadow:churn@challenger removed"]
+            http.post("/predict", json={"records": records(store), "id": "after"})
+            http.portal.call(runtime.drain)
+            status = http.get("/status").json()
+            assert status["shadows"] == [] and status["pending_shadows"] == ["churn@challenger"]
+            assert status["errors"] == []
+    finally:
+        client.close()
+    logged = read_predictions(str(tmp_path))
+    shadow = logged[logged["shadow"]]
+    assert sorted({rid.split("/")[0] for rid in shadow["request_id"]}) == ["during"]
+    assert shadow["version"].unique().tolist() == [2]
+    answered = logged[~logged["shadow"]]
+    assert answered["version"].unique().tolist() == [1]

@@ -125,6 +125,7 @@ class DeploymentRuntime:
         self._judged_at = 0.0
         self.routes: dict[str, _Route] = {}
         self.shadows: list[_Route] = []
+        self.pending_shadows: list[str] = []  # shadow refs whose alias points nowhere yet
         self.predlog: PredictionLog | None = None
         self.labels: LabelStore | None = None
         self.ready = False
@@ -159,7 +160,12 @@ class DeploymentRuntime:
         self.routes["champion"] = await self._load_route("champion", spec.champion_ref)
         if spec.canary_ref is not None:
             self.routes["canary"] = await self._load_route("canary", spec.canary_ref)
-        self.shadows = [await self._load_route("shadow", ref) for ref in spec.shadow_refs]
+        for ref in spec.shadow_refs:
+            try:
+                self.shadows.append(await self._load_route("shadow", ref))
+            except NotFound:  # e.g. no challenger yet: the watcher picks it up once it exists
+                self.pending_shadows.append(ref)
+                log.info("deployment %s: shadow %s waits for its alias", spec.name, ref)
         self.labels = LabelStore(self.log_uri)
         self.state_file = StateFile(self.log_uri, spec.name)
         await self._sync_decision()
@@ -182,6 +188,7 @@ class DeploymentRuntime:
             await self._retire(route.lease)
         if self.predlog is not None:
             await asyncio.to_thread(self.predlog.close)
+        self.metrics.close()
 
     async def _load_route(self, name: str, ref: str) -> _Route:
         return _Route(name, ref, await self._load(name, ref))
@@ -216,9 +223,45 @@ class DeploymentRuntime:
             for route in [*self.routes.values(), *self.shadows]:
                 if await self._refresh_route(route):
                     swapped.append(f"{route.name}:{route.ref}")
+            swapped += await self._refresh_shadow_set()
             await self._sync_decision()
         self._judge(force=True)
         return swapped
+
+    async def _refresh_shadow_set(self) -> list[str]:
+        """Shadows come and go with their aliases: load the new ones, retire the deleted ones."""
+        changed: list[str] = []
+        for ref in list(self.pending_shadows):
+            try:
+                route = await self._load_route("shadow", ref)
+            except NotFound:
+                continue
+            except Exception as exc:
+                self._error({"route": "shadow", "ref": ref, "error": str(exc)})
+                continue
+            self.pending_shadows.remove(ref)
+            self.shadows = [*self.shadows, route]
+            changed.append(f"shadow:{ref}")
+            log.info(
+                "deployment %s: shadow %s now serves %s", self.spec.name, ref, route.lease.slot.uri
+            )
+        for route in list(self.shadows):
+            try:
+                await asyncio.to_thread(self.client.registry.resolve, route.ref)
+            except NotFound:
+                self.shadows = [r for r in self.shadows if r is not route]
+                self.pending_shadows.append(route.ref)
+                self._spawn(self._retire(route.lease))
+                changed.append(f"shadow:{route.ref} removed")
+                log.info("deployment %s: shadow %s has no version now", self.spec.name, route.ref)
+        return changed
+
+    async def drain(self) -> None:
+        """Wait for shadow answers still running and write the prediction log out now."""
+        while self._background:
+            await asyncio.wait(set(self._background), timeout=DRAIN_TIMEOUT_S)
+        if self.predlog is not None:
+            await asyncio.to_thread(self.predlog.flush)
 
     async def _refresh_route(self, route: _Route) -> bool:
         old = route.lease
@@ -228,8 +271,9 @@ class DeploymentRuntime:
                 return False
             new = await self._load(route.name, route.ref, mv)
         except Exception as exc:
-            self._record_error(route, exc)
-            return False
+            if not (route.name == "shadow" and isinstance(exc, NotFound)):
+                self._record_error(route, exc)
+            return False  # (a shadow whose alias was deleted: _refresh_shadow_set retires it)
         route.lease = new  # atomic for every request that starts from now on
         self.last_swap = {
             "route": route.name,
@@ -678,6 +722,7 @@ class DeploymentRuntime:
             "state": self.state,
             "routes": routes,
             "shadows": [_route_status(r) for r in self.shadows],
+            "pending_shadows": list(self.pending_shadows),
             "canary": self._canary_status(),
             "alerts": list(self.alerts),
             "last_swap": self.last_swap,
