@@ -350,6 +350,22 @@ def quickstart(
     commands.quickstart(_state(ctx).settings, experiment)
 
 
+@app.command("demo")
+def demo(
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where the demo keeps its store (recreated each run).")
+    ] = Path("loopwright-demo"),
+    days: Annotated[int, typer.Option(min=2, max=60, help="Days of traffic to replay.")] = 12,
+    per_day: Annotated[int, typer.Option(min=100, help="Requests (applicants) per day.")] = 1500,
+    seed: Annotated[int, typer.Option(help="Seed of the simulation.")] = 7,
+) -> None:
+    """The whole loop on a simulated credit-risk book: train, gate, approve, serve, drift,
+    alert, retrain, shadow, promote. Embedded (SQLite + local files), a couple of minutes."""
+    from loopwright.demo.loop import run_demo
+
+    run_demo(directory, days=days, per_day=per_day, seed=seed)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -1,0 +1,25 @@
+"""Entry points the retraining tests name in their policies (``tests.automation.trainers:...``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sklearn.linear_model import LogisticRegression
+
+FEATURES = ["x1", "x2"]
+
+
+def fit_good(data: Any) -> Any:
+    """Logistic regression on the data it is given: learns the real relation."""
+    model = LogisticRegression(C=float(data.params.get("C", 1.0)))
+    return model.fit(data.frame[FEATURES], data.frame[data.label_column].astype(int))
+
+
+def fit_bad(data: Any) -> Any:
+    """Learns the opposite of the truth (flipped labels): clearly worse on live traffic."""
+    model = LogisticRegression()
+    return model.fit(data.frame[FEATURES], 1 - data.frame[data.label_column].astype(int))
+
+
+def fit_fails(data: Any) -> Any:
+    raise RuntimeError("the training job ran out of patience")
