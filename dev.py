@@ -46,7 +46,7 @@ def _run(*args: str) -> int:
 
 
 def demo(extra: list[str]) -> int:
-    return _run(str(BIN / "loopwright"), "quickstart", *extra)
+    return _run(str(BIN / "loopwright"), "demo", *extra)
 
 
 def lint(extra: list[str]) -> int:

@@ -31,7 +31,7 @@ class Scenario:
     """When the population starts to move, how fast, and when the shock lands."""
 
     drift_start: int = 3
-    shock_day: int = 7
+    shock_day: int = 5
     income_fall_per_day: float = 0.035  # log-income drops by this much a day
     debt_rise_per_day: float = 0.02  # debt ratios rise by this much a day
     bnpl_share: float = 0.25
