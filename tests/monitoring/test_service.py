@@ -504,3 +504,40 @@ def test_store_reference_profiles(store: SqlMonitorStore) -> None:
     assert store.get_reference_profile("m", 1) == ({"a": 4}, None)
     with pytest.raises(InvalidInput):
         store.put_reference_profile("m", 1, {}, kind="nope")  # type: ignore[arg-type]
+
+
+def test_a_performance_alert_fires_once_late_labels_arrive(tmp_path: Path) -> None:
+    """Labels come back after the window was computed: the recomputed window is judged again."""
+    client = Client(str(tmp_path / "store"), settings=quiet_settings())
+    try:
+        register_credit(client)
+        uri = str(tmp_path / "log")
+        late: list[dict[str, Any]] = []
+        for day in (0, 1):
+            records, labels = day_records(day, seed=day + 10)  # day 1: accuracy 0.75
+            with PredictionLog(uri, DEPLOYMENT) as log:
+                log.append(records)
+            late += labels
+        config = MonitorConfig.from_dict(
+            {"deployment": DEPLOYMENT, "log_uri": uri, "min_rows": 50,
+             "alerts": [{"name": "accuracy", "series": "perf.accuracy", "op": "<",
+                         "threshold": 0.8, "notify": [{"log": True}]}]}
+        )  # fmt: skip
+        now = DAY0 + 2 * DAY + 2 * 60_000
+        first = client.monitor.run(DEPLOYMENT, "1d", now_ms=now, config=config)
+        assert [r.n_labelled for r in first] == [0, 0]
+        assert all(r.alerts == [] for r in first)
+        assert client.monitor.alerts(DEPLOYMENT) == []
+
+        LabelStore(uri).add(late)
+        again = client.monitor.run(DEPLOYMENT, "1d", now_ms=now, config=config)
+        assert [(r.start_ms, r.recomputed) for r in again] == [(DAY0, True), (DAY0 + DAY, True)]
+        assert again[1].series["perf.accuracy"] == pytest.approx(0.75)
+        assert [a["action"] for a in again[1].alerts] == ["fire"]
+        (alert,) = client.monitor.alerts(DEPLOYMENT, "firing")
+        assert alert.rule == "accuracy" and alert.value == pytest.approx(0.75)
+
+        assert client.monitor.run(DEPLOYMENT, "1d", now_ms=now, config=config) == []
+        assert len(client.monitor.alerts(DEPLOYMENT)) == 1
+    finally:
+        client.close()

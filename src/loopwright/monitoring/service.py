@@ -19,8 +19,10 @@ Crash safety and concurrency
 Late labels
     Labels arrive after predictions. The newest ``recompute_labels`` stored windows (default 3)
     are re-joined with the labels on every run; when more of their predictions are labelled now,
-    the window is recomputed and replaced (same drift, fresh performance series). Alerts are
-    evaluated only when a window is first computed, on the series as stored at that moment.
+    the window is recomputed and replaced (same drift, fresh performance series). Rules on
+    label-dependent series (``perf.*``, ``labels.*``, ``fairness.*``, ``version.*``) are judged
+    again on the recomputed values, so an AUC drop fires once the labels are back; the other
+    rules are judged when a window is first computed.
 
 Alerts and notifications
     Rules (:class:`~loopwright.monitoring.alerts.AlertRule`) are evaluated after each new window
@@ -79,6 +81,8 @@ log = logging.getLogger("loopwright.monitoring")
 
 Progress = Callable[[int, int, "WindowResult"], None]
 HOUR_MS = 3_600_000
+#: Series whose values change when late labels arrive (their rules are re-judged on recompute).
+LABEL_SERIES = ("perf.", "labels.", "fairness.", "version.")
 CHUNK_MS = 86_400_000  # windows shorter than this are cut from one read of a day of the log
 
 
@@ -283,7 +287,13 @@ class MonitorService:
         if _labelled(live) <= record.n_labelled:
             return None
         new, points, report = self._window(ctx, deployment, start, frame)
-        self.store.record_window(new, points, replace=True)
+        # Labels changed only what depends on them: re-judge those rules on the fresh values
+        # (an AUC drop is only known once the labels are back).
+        rules = [r for r in ctx.config.alerts if r.series.startswith(LABEL_SERIES)]
+        changes = self._evaluate(ctx, deployment, new, points, rules) if rules else []
+        report["alerts"] = [_change_view(c) for c in changes]
+        self.store.record_window(new, points, changes, replace=True)
+        self._notify(ctx.config, changes)
         return _result(new, points, report, recomputed=True)
 
     def _compute_new(self, ctx: _Run, deployment: str, start: int) -> WindowResult:
@@ -516,9 +526,14 @@ class MonitorService:
     # -- alerts -------------------------------------------------------------------------------
 
     def _evaluate(
-        self, ctx: _Run, deployment: str, record: WindowRecord, points: list[SeriesPoint]
+        self,
+        ctx: _Run,
+        deployment: str,
+        record: WindowRecord,
+        points: list[SeriesPoint],
+        rules: list[Any] | None = None,
     ) -> list[AlertChange]:
-        rules = ctx.config.alerts
+        rules = ctx.config.alerts if rules is None else rules
         if not rules:
             return []
         from loopwright.monitoring.alerts import evaluate_rules
