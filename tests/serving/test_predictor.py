@@ -152,3 +152,32 @@ def test_regressor_slot_has_no_probabilities(data: pd.DataFrame) -> None:
     answer = asyncio.run(slot.predict(X.iloc[:3]))
     assert answer["probabilities"] is None
     assert np.allclose(answer["predictions"], X["a"].iloc[:3] * 2 + 1)
+
+
+FLOATS = Signature((ColumnSpec("x", "float64"), ColumnSpec("y", "float64")))
+
+
+def test_all_float_records_take_the_fast_path_with_the_same_result() -> None:
+    records = [{"y": 2, "x": 1.5, "extra": "ignored"}, {"x": -1, "y": 0.25}]
+    frame = validate_records(records, FLOATS)
+    assert list(frame.columns) == ["x", "y"]
+    assert frame.dtypes.tolist() == [np.float64, np.float64]
+    assert frame.to_numpy().tolist() == [[1.5, 2.0], [-1.0, 0.25]]
+    columns = validate_columns({"y": [2, 0.25], "x": [1.5, -1]}, FLOATS)
+    assert columns.to_numpy().tolist() == [[1.5, 2.0], [-1.0, 0.25]]
+
+
+@pytest.mark.parametrize(
+    ("records", "field", "words"),
+    [
+        ([{"x": 1.0}], "y", "y"),  # a missing column: the general path names it
+        ([{"x": 1.0, "y": "high"}], "y", "y"),  # a string where a number belongs
+        ([{"x": 1.0, "y": [1, 2]}], "y", "y"),
+    ],
+)
+def test_all_float_records_that_do_not_fit_get_the_general_errors(
+    records: Any, field: str, words: str
+) -> None:
+    with pytest.raises(InvalidInput) as info:
+        validate_records(records, FLOATS)
+    assert info.value.field == field and words in info.value.message

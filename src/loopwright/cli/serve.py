@@ -228,6 +228,7 @@ def run_deployment(
             workers=workers,
             http=HTTP_PROTOCOL,
             log_level="info",
+            access_log=False,
         )
 
 

@@ -38,11 +38,52 @@ def validate_records(
         raise InvalidInput(f"{field} must be a list of objects", field=field)
     if not records:
         raise InvalidInput(f"{field} is empty; send at least one record", field=field)
+    fast = _numeric_rows(records, signature)
+    if fast is not None:
+        return fast
     for i, record in enumerate(records):
         if not isinstance(record, Mapping):
             kind = type(record).__name__
             raise InvalidInput(f"{field}[{i}] must be an object, got {kind}", field=f"{field}[{i}]")
     return _conform(pd.DataFrame.from_records(records), signature, field)
+
+
+_NUMERIC = {"float64"}
+
+
+def _all_float(signature: Signature | None) -> list[str] | None:
+    if signature is None or not all(s.type in _NUMERIC for s in signature.inputs):
+        return None
+    return signature.input_names
+
+
+def _numeric_rows(records: list[Any], signature: Signature | None) -> pd.DataFrame | None:
+    """All-float64 signature and plain int/float values: one array and one frame, no per-column
+    work (anything else takes the general path, with its error messages)."""
+    names = _all_float(signature)
+    if names is None:
+        return None
+    try:
+        rows = [[r[n] for n in names] for r in records]
+    except (KeyError, TypeError):
+        return None
+    for row in rows:
+        for v in row:
+            t = type(v)
+            if t is not float and t is not int:
+                return None
+    return pd.DataFrame(np.array(rows, dtype=np.float64), columns=_index(names), copy=False)
+
+
+_INDEXES: dict[tuple[str, ...], pd.Index] = {}
+
+
+def _index(names: list[str]) -> pd.Index:
+    key = tuple(names)
+    index = _INDEXES.get(key)
+    if index is None:
+        index = _INDEXES[key] = pd.Index(names)
+    return index
 
 
 def validate_columns(
@@ -62,6 +103,12 @@ def validate_columns(
         )
     if not next(iter(lengths.values())):
         raise InvalidInput(f"{field} has no rows", field=field)
+    names = _all_float(signature)
+    if names is not None and all(n in columns for n in names):
+        data = [columns[n] for n in names]
+        if all((type(v) is float or type(v) is int) for col in data for v in col):
+            arr = np.array(data, dtype=np.float64).T
+            return pd.DataFrame(arr, columns=_index(names), copy=False)
     frame = pd.DataFrame({str(k): v for k, v in columns.items()})
     return _conform(frame, signature, field)
 
@@ -143,6 +190,25 @@ class ModelSlot:
         self.loaded = True
         self.loaded_at = time.time()
         self._has_proba = model.is_classifier and model.classes_ is not None
+        native = getattr(model, "native", None)
+        fitted = getattr(native, "feature_names_in_", None)
+        self._raw = None
+        if (
+            model.flavor == "sklearn"
+            and self.signature is not None
+            and fitted is not None
+            and list(fitted) == self.signature.input_names
+            and hasattr(native, "predict_proba")  # (an SVC without probability=True has not)
+        ):
+            # The frame is already in the fitted column order (checked above), so the model is
+            # called with its NumPy array: sklearn's per-call DataFrame checks cost ~1 ms. sklearn
+            # then warns on every call that the array has no feature names; silence only that.
+            import warnings
+
+            warnings.filterwarnings(
+                "ignore", message="X does not have valid feature names", category=UserWarning
+            )
+            self._raw = native
         self.batcher = MicroBatcher(
             self._infer, max_batch_size=batching.max_batch_size, max_wait_ms=batching.max_wait_ms
         )
@@ -168,6 +234,9 @@ class ModelSlot:
 
     def _infer(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
         """Runs in the batcher's thread: one model call per batch."""
+        if self._raw is not None and self._has_proba:
+            proba = self._raw.predict_proba(frame.to_numpy())
+            return self._raw.classes_[np.argmax(proba, axis=1)], proba
         if self._has_proba:
             try:
                 proba = self.model.predict_proba(frame)

@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import quote
 
 import fsspec
+import orjson
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -86,6 +87,8 @@ def _now_ms() -> int:
 
 def _plain(value: Any) -> Any:
     """A numpy scalar as its Python value; anything else unchanged."""
+    if type(value) is float or type(value) is int or value is None:
+        return value
     item = getattr(value, "item", None)
     if callable(item) and not isinstance(value, str | bytes) and getattr(value, "ndim", 1) == 0:
         return item()
@@ -93,6 +96,8 @@ def _plain(value: Any) -> Any:
 
 
 def _as_float(value: Any) -> float | None:
+    if type(value) is float:
+        return value
     value = _plain(value)
     if isinstance(value, numbers.Real):
         return float(value)
@@ -121,6 +126,8 @@ def _as_probabilities(value: Any) -> list[float | None] | None:
 
 def _feature_array(values: list[Any]) -> pa.Array:
     """float64 when every present value is a number (or none is present), else string."""
+    if all(type(v) is float for v in values):
+        return pa.array(values, type=pa.float64())
     plain = [_plain(v) for v in values]
     if all(v is None or isinstance(v, numbers.Real) for v in plain):
         return pa.array([_as_float(v) for v in plain], type=pa.float64())
@@ -156,7 +163,9 @@ def _predictions_table(records: Sequence[dict[str, Any]], deployment: str) -> pa
         "probabilities": pa.array(
             [_as_probabilities(get("probabilities")) for get in g], pa.list_(pa.float64())
         ),
-        "inputs_json": pa.array([json.dumps(row, default=str) for row in inputs], pa.string()),
+        "inputs_json": pa.array(
+            [orjson.dumps(row, default=str).decode() for row in inputs], pa.string()
+        ),
     }
     features = sorted({str(k) for row in inputs for k in row})
     for name in features:

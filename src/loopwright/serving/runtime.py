@@ -397,7 +397,8 @@ class DeploymentRuntime:
             self.metrics.observe_predictions(route, slot.version, predictions, slot.classes)
         if self.predlog is None:
             return latency_ms
-        rows = frame.to_dict("records")
+        names = [str(c) for c in frame.columns]  # (to_dict("records") costs ~1 ms a request)
+        rows = [dict(zip(names, values, strict=True)) for values in frame.to_numpy().tolist()]
         probabilities = result["probabilities"] if result else None
         base = {
             "ts": self.clock(),
