@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
+from typer.testing import CliRunner
 
+from loopwright.cli.main import app
 from loopwright.client import Client
 from loopwright.demo.loop import MARKER, run_demo
 from loopwright.demo.scenario import DRIFTING, STABLE
@@ -36,6 +38,19 @@ def test_the_loop_detects_retrains_and_promotes_a_better_model(tmp_path: Path) -
     assert result.audit_ok
     assert result.report is not None and "<svg" in result.report.read_text()
     assert json.loads((root / "story.json").read_text())["promoted"] == 2
+
+    # the CLI tells the same story: drift verdicts per feature, and the loop's steps
+    report = CliRunner().invoke(
+        app, ["--tracking-uri", str(root), "monitor", "report", "credit-api", "--out",
+              str(tmp_path / "r.html")], env={"COLUMNS": "200"}
+    )  # fmt: skip
+    assert report.exit_code == 0, report.output
+    verdicts = {line.split()[0]: line.split()[1] for line in report.output.splitlines()[1:10]}
+    assert all(verdicts[f] == "no" for f in STABLE), report.output
+    assert verdicts["purpose"] == verdicts["debt_ratio"] == "yes", report.output
+    story = CliRunner().invoke(app, ["--tracking-uri", str(root), "loop", "status", "credit-risk"])
+    assert story.exit_code == 0, story.output
+    assert "triggered by alert input-drift" in story.output and "promoted" in story.output
 
     client = Client(str(root))
     try:

@@ -181,3 +181,26 @@ def test_all_float_records_that_do_not_fit_get_the_general_errors(
     with pytest.raises(InvalidInput) as info:
         validate_records(records, FLOATS)
     assert info.value.field == field and words in info.value.message
+
+
+def test_a_pipeline_selecting_columns_by_name_is_served_from_frames(data: pd.DataFrame) -> None:
+    """Numeric inputs in fitted order, but the model needs names: the NumPy shortcut steps aside."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X = data[["a", "b"]]
+    native = Pipeline(
+        [("prep", ColumnTransformer([("num", StandardScaler(), ["a", "b"])])),
+         ("model", LogisticRegression())]
+    ).fit(X, data["y"])  # fmt: skip
+    slot = make_slot(native, data, max_wait_ms=0)
+
+    async def main() -> list[dict[str, Any]]:
+        answers = [await slot.predict(X.iloc[[i]]) for i in range(5)]
+        await slot.close()
+        return answers
+
+    answers = asyncio.run(main())
+    assert [a["predictions"][0] for a in answers] == native.predict(X.iloc[:5]).tolist()
+    assert np.allclose([a["probabilities"][0] for a in answers], native.predict_proba(X.iloc[:5]))

@@ -278,10 +278,22 @@ def monitor_report(
     ),
 ) -> None:
     """Write one window's HTML report (drift, performance, series, alerts) to a file."""
+    from loopwright.monitoring.drift import DriftReport
+    from loopwright.monitoring.report import print_summary
+
     start_ms = parse_time(start, "start") if start is not None else None
-    html = _client(ctx).monitor.report_html(deployment, window, start_ms)
+    service = _client(ctx).monitor
+    record = service.report(deployment, window, start_ms)
+    html = service.report_html(deployment, window, record.start_ms)
     out.write_text(html, encoding="utf-8")
-    _out(ctx).print(f"wrote {out}")
+    console = _out(ctx)
+    drift = record.report.get("drift")
+    if drift:  # the terminal gets the compact version of the page's drift table
+        print_summary(DriftReport.from_dict(drift), console)
+    else:
+        notes = "; ".join(record.report.get("notes") or []) or "no drift computed"
+        console.print(f"{deployment} {window} window from {iso(record.start_ms)}: {notes}")
+    console.print(f"wrote {out}")
 
 
 # -- alerts -----------------------------------------------------------------------------------

@@ -199,6 +199,7 @@ class ModelSlot:
             and fitted is not None
             and list(fitted) == self.signature.input_names
             and hasattr(native, "predict_proba")  # (an SVC without probability=True has not)
+            and all(spec.type in ("float64", "int64") for spec in self.signature.inputs)
         ):
             # The frame is already in the fitted column order (checked above), so the model is
             # called with its NumPy array: sklearn's per-call DataFrame checks cost ~1 ms. sklearn
@@ -235,8 +236,12 @@ class ModelSlot:
     def _infer(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
         """Runs in the batcher's thread: one model call per batch."""
         if self._raw is not None and self._has_proba:
-            proba = self._raw.predict_proba(frame.to_numpy())
-            return self._raw.classes_[np.argmax(proba, axis=1)], proba
+            try:
+                proba = self._raw.predict_proba(frame.to_numpy())
+            except Exception:  # e.g. a Pipeline selecting columns by name: frames from now on
+                self._raw = None
+            else:
+                return self._raw.classes_[np.argmax(proba, axis=1)], proba
         if self._has_proba:
             try:
                 proba = self.model.predict_proba(frame)
