@@ -67,3 +67,13 @@ def test_the_demo_refuses_a_directory_it_did_not_make(tmp_path: Path) -> None:
         run_demo(tmp_path, days=2, per_day=100, batch=50)
     assert info.value.field == "dir"
     assert (tmp_path / "precious.txt").exists() and not (tmp_path / MARKER).exists()
+
+
+def test_the_demo_command_refuses_bad_input_with_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "precious.txt").write_text("keep me")
+    refused = CliRunner().invoke(app, ["demo", "--dir", str(tmp_path)])
+    assert refused.exit_code == 2 and "not a loopwright demo directory" in refused.output
+    assert (tmp_path / "precious.txt").exists()
+    too_short = CliRunner().invoke(app, ["demo", "--dir", str(tmp_path / "d"), "--days", "1"])
+    assert too_short.exit_code == 2 and "--days" in too_short.output
+    assert not (tmp_path / "d").exists()
