@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
@@ -36,45 +35,11 @@ FEATURES = [
 
 
 def credit_book(n: int, seed: int) -> pd.DataFrame:
-    """Applicants with a default label from a known, non-linear risk function (deterministic)."""
-    rng = np.random.default_rng(seed)
-    age = rng.integers(21, 75, n)
-    income = np.round(rng.lognormal(10.6, 0.45, n), 2)
-    debt_ratio = np.clip(rng.beta(2, 5, n) + rng.normal(0, 0.02, n), 0, 1.5)
-    credit_lines = rng.poisson(4, n)
-    delinquencies = rng.poisson(0.3 + 0.6 * (debt_ratio > 0.5), n)
-    employment_years = np.clip(rng.gamma(2.0, 3.0, n), 0, age - 18)
-    utilization = np.clip(rng.beta(2, 3, n) + 0.2 * (delinquencies > 0), 0, 1)
-    home = rng.choice(["rent", "mortgage", "own"], n, p=[0.45, 0.4, 0.15])
-    purpose = rng.choice(["car", "home", "education", "debt_consolidation"], n)
-    sex = rng.choice(["f", "m"], n)  # sensitive: never a feature, audited for fairness
-    logit = (
-        -2.2
-        + 3.2 * debt_ratio**2
-        + 0.55 * delinquencies
-        + 1.4 * utilization
-        - 0.35 * np.log(income / 40_000)
-        - 0.03 * employment_years
-        + 0.4 * (home == "rent")
-        + 0.3 * (purpose == "debt_consolidation")
-        - 0.012 * (age - 21)
-    )
-    default = rng.random(n) < 1 / (1 + np.exp(-logit))
-    return pd.DataFrame(
-        {
-            "age": age,
-            "income": income,
-            "debt_ratio": debt_ratio,
-            "credit_lines": credit_lines,
-            "delinquencies": delinquencies,
-            "employment_years": employment_years,
-            "utilization": utilization,
-            "home_ownership": home,
-            "purpose": purpose,
-            "sex": sex,
-            "default": default.astype(int),
-        }
-    )
+    """Applicants with a default label from a known, non-linear risk function (deterministic):
+    the day-0 population of :mod:`loopwright.demo.scenario`, before anything drifts."""
+    from loopwright.demo.scenario import applicants
+
+    return applicants(n, 0, seed)
 
 
 @dataclass(frozen=True)

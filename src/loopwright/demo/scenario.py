@@ -1,6 +1,6 @@
 """A credit-risk population that changes over time, with a known truth to check the loop against.
 
-Day 0 is the training population (the same shape as :func:`loopwright.demo.quickstart.credit_book`).
+Day 0 is the training population (the quickstart uses it too).
 From ``drift_start`` the applicant mix shifts gradually: incomes fall and debt ratios rise a little
 every day (covariate drift; the risk function is unchanged, so a good model degrades only a
 little). On ``shock_day`` a new lending product arrives: ``purpose = "bnpl"`` (buy now, pay later),
