@@ -93,6 +93,7 @@ class _Route:
     name: str  # champion, canary or shadow
     ref: str  # what the registry is asked for: churn@champion, churn/3
     lease: _Lease
+    unresolved: bool = False  # its alias pointed nowhere at the last refresh
 
 
 class DeploymentRuntime:
@@ -245,15 +246,12 @@ class DeploymentRuntime:
             log.info(
                 "deployment %s: shadow %s now serves %s", self.spec.name, ref, route.lease.slot.uri
             )
-        for route in list(self.shadows):
-            try:
-                await asyncio.to_thread(self.client.registry.resolve, route.ref)
-            except NotFound:
-                self.shadows = [r for r in self.shadows if r is not route]
-                self.pending_shadows.append(route.ref)
-                self._spawn(self._retire(route.lease))
-                changed.append(f"shadow:{route.ref} removed")
-                log.info("deployment %s: shadow %s has no version now", self.spec.name, route.ref)
+        for route in [r for r in self.shadows if r.unresolved]:  # found by _refresh_route
+            self.shadows = [r for r in self.shadows if r is not route]
+            self.pending_shadows.append(route.ref)
+            self._spawn(self._retire(route.lease))
+            changed.append(f"shadow:{route.ref} removed")
+            log.info("deployment %s: shadow %s has no version now", self.spec.name, route.ref)
         return changed
 
     async def drain(self) -> None:
@@ -271,9 +269,11 @@ class DeploymentRuntime:
                 return False
             new = await self._load(route.name, route.ref, mv)
         except Exception as exc:
-            if not (route.name == "shadow" and isinstance(exc, NotFound)):
+            if route.name == "shadow" and isinstance(exc, NotFound):
+                route.unresolved = True  # its alias was deleted: _refresh_shadow_set retires it
+            else:
                 self._record_error(route, exc)
-            return False  # (a shadow whose alias was deleted: _refresh_shadow_set retires it)
+            return False
         route.lease = new  # atomic for every request that starts from now on
         self.last_swap = {
             "route": route.name,
