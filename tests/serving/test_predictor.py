@@ -16,7 +16,7 @@ from loopwright.registry.flavors import save_sklearn
 from loopwright.registry.model import LoadedModel, load_model
 from loopwright.registry.signature import ColumnSpec, Signature, infer_signature
 from loopwright.serving.deployment import Batching
-from loopwright.serving.predictor import ModelSlot, validate_columns, validate_records
+from loopwright.serving.predictor import ModelSlot, Rows, validate_columns, validate_records
 
 SIGNATURE = Signature(
     (
@@ -159,11 +159,14 @@ FLOATS = Signature((ColumnSpec("x", "float64"), ColumnSpec("y", "float64")))
 
 def test_all_float_records_take_the_fast_path_with_the_same_result() -> None:
     records = [{"y": 2, "x": 1.5, "extra": "ignored"}, {"x": -1, "y": 0.25}]
-    frame = validate_records(records, FLOATS)
-    assert list(frame.columns) == ["x", "y"]
-    assert frame.dtypes.tolist() == [np.float64, np.float64]
-    assert frame.to_numpy().tolist() == [[1.5, 2.0], [-1.0, 0.25]]
+    rows = validate_records(records, FLOATS)
+    assert isinstance(rows, Rows) and len(rows) == 2
+    assert list(rows.columns) == ["x", "y"] and rows.values.dtype == np.float64
+    assert rows.to_numpy().tolist() == [[1.5, 2.0], [-1.0, 0.25]]
+    expected = pd.DataFrame({"x": [1.5, -1.0], "y": [2.0, 0.25]})
+    pd.testing.assert_frame_equal(rows.to_frame(), expected)  # for models that need a frame
     columns = validate_columns({"y": [2, 0.25], "x": [1.5, -1]}, FLOATS)
+    assert isinstance(columns, Rows)
     assert columns.to_numpy().tolist() == [[1.5, 2.0], [-1.0, 0.25]]
 
 

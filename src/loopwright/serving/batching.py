@@ -1,9 +1,19 @@
 """Micro-batching: concurrent requests answered by one model call.
 
-A request waits at most ``max_wait_ms`` for others (or until ``max_batch_size`` rows are
-waiting); the frames are then concatenated, ``predict`` runs once in the executor — one worker
-thread by default, so a native library's own threads are not oversubscribed — and the result is
-split back per request along axis 0. While a batch runs, newcomers queue up and form the next
+A batch leaves when ``max_batch_size`` rows are waiting, when ``max_wait_ms`` has passed since
+its first request, or, with :class:`Arrivals`, as soon as **no other request is on its way**:
+the HTTP app counts requests from their first byte until they reach a batcher, so a batch waits
+exactly as long as there is company to wait for. Under a closed-loop load of 16 clients the
+16 requests form one batch without idling out ``max_wait_ms``; a lone request leaves at once.
+Without :class:`Arrivals` (in-process use) a batch waits for ``max_wait_ms`` once requests have
+been seen to come together.
+
+The frames are then combined, and ``predict`` runs once: in one worker thread (``thread``, the
+default: the event loop goes on parsing requests meanwhile, which pays for models that release
+the GIL, and one thread keeps a native library's own threads from being oversubscribed), or on
+the event loop itself (``inline``: no hand-over between threads, which pays for models that
+hold the GIL, such as scikit-learn's tree ensembles, whose per-tree loop is Python). The result
+is split back per request along axis 0. While a batch runs, newcomers queue up and form the next
 batch, so batches grow with load. If the combined call raises, each request is retried alone:
 only the requests that fail get the exception.
 
@@ -29,14 +39,50 @@ import pandas as pd
 
 from loopwright.errors import StoreUnavailable
 
-__all__ = ["MicroBatcher"]
+__all__ = ["EXECUTORS", "Arrivals", "MicroBatcher"]
+
+#: Where ``predict`` runs: a worker thread, or the event loop itself.
+EXECUTORS = ("thread", "inline")
+
+
+class Arrivals:
+    """Requests on their way to a batcher: counted from their first byte until they submit.
+
+    The app calls :meth:`begin` when a request starts and :meth:`end` once it has submitted (or
+    failed before that); batchers waiting for company are woken when the count drops to 0.
+    Only the event loop's thread touches it.
+    """
+
+    __slots__ = ("_listeners", "n")
+
+    def __init__(self) -> None:
+        self.n = 0
+        self._listeners: list[Callable[[], None]] = []
+
+    def begin(self) -> None:
+        self.n += 1
+
+    def end(self) -> None:
+        self.n -= 1
+        if self.n <= 0:
+            self.n = 0
+            for wake in self._listeners:
+                wake()
+
+    def listen(self, wake: Callable[[], None]) -> None:
+        self._listeners.append(wake)
+
+    def forget(self, wake: Callable[[], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(wake)
+
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
 class _Request:
-    frame: pd.DataFrame
+    frame: Any  # a DataFrame, or anything with len(), .columns and .to_numpy() (serving's Rows)
     future: asyncio.Future[Any]
     arrived: float = field(default=0.0)
 
@@ -55,16 +101,23 @@ class MicroBatcher:
 
     def __init__(
         self,
-        predict: Callable[[pd.DataFrame], Any],
+        predict: Callable[[Any], Any],
         max_batch_size: int = 32,
         max_wait_ms: float = 2.0,
         executor: Executor | None = None,
+        *,
+        run: str = "thread",
+        arrivals: Arrivals | None = None,
     ) -> None:
         if max_batch_size < 1 or max_wait_ms < 0:
             raise ValueError("max_batch_size must be >= 1 and max_wait_ms >= 0")
+        if run not in EXECUTORS:
+            raise ValueError(f"run must be one of {', '.join(EXECUTORS)}, got {run!r}")
         self.predict = predict
         self.max_batch_size = max_batch_size
         self.max_wait_ms = max_wait_ms
+        self.inline = run == "inline"
+        self.arrivals = arrivals
         self.on_batch: Callable[[int], None] | None = None
         self.batches = 0
         self.rows = 0
@@ -74,7 +127,7 @@ class MicroBatcher:
         self._pending: list[_Request] = []
         self._pending_rows = 0
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._full: asyncio.Event | None = None
+        self._waiter: asyncio.Future[None] | None = None  # the worker waiting for company
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -83,7 +136,7 @@ class MicroBatcher:
         """Requests waiting for a batch (not counting the one being predicted)."""
         return len(self._pending)
 
-    async def submit(self, frame: pd.DataFrame) -> Any:
+    async def submit(self, frame: Any) -> Any:
         """The result for ``frame``'s rows, in order, once its batch has been predicted."""
         if self._closed:
             raise StoreUnavailable("the model is being unloaded; retry the request")
@@ -92,9 +145,7 @@ class MicroBatcher:
         request = _Request(frame, loop.create_future(), loop.time())
         self._pending.append(request)
         self._pending_rows += request.rows
-        if self._pending_rows >= self.max_batch_size:
-            assert self._full is not None
-            self._full.set()
+        self._wake()
         if self._worker is None or self._worker.done():
             self._worker = loop.create_task(self._work())
         return await request.future
@@ -102,6 +153,8 @@ class MicroBatcher:
     async def close(self) -> None:
         """Answer what is queued, then release the executor (if this batcher made it)."""
         self._closed = True
+        if self.arrivals is not None:
+            self.arrivals.forget(self._wake)
         worker = self._worker
         if worker is not None and not worker.done():
             await asyncio.shield(worker)
@@ -112,11 +165,19 @@ class MicroBatcher:
     # -- the worker -----------------------------------------------------------------------------
 
     def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Make the asyncio primitives in the running loop (first submit, or a new loop)."""
+        """Adopt the running loop (first submit, or a new loop)."""
         if self._loop is not loop:
             self._loop = loop
-            self._full = asyncio.Event()
+            self._waiter = None
             self._worker = None
+            if self.arrivals is not None:
+                self.arrivals.forget(self._wake)
+                self.arrivals.listen(self._wake)
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def _work(self) -> None:
         while self._pending:
@@ -129,18 +190,33 @@ class MicroBatcher:
                 _fail(batch, exc)
 
     async def _wait_for_batch(self) -> None:
-        assert self._loop is not None and self._full is not None
-        if self._pending_rows >= self.max_batch_size:
-            return
-        if self.last_batch_size <= 1 and len(self._pending) == 1:
-            return  # no sign of concurrency: do not make a lone request wait for company
+        """Return when the batch should leave (see the module docstring)."""
+        loop = self._loop
+        assert loop is not None
         deadline = self._pending[0].arrived + self.max_wait_ms / 1000.0
-        timeout = deadline - self._loop.time()
-        if timeout <= 0:
-            return
-        self._full.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._full.wait(), timeout)
+        arrivals = self.arrivals
+        while self._pending_rows < self.max_batch_size:
+            if arrivals is not None:
+                if arrivals.n == 0:
+                    await asyncio.sleep(0)  # requests whose bytes are already here start now
+                    if arrivals.n == 0 and self._pending_rows < self.max_batch_size:
+                        return
+                    continue
+            elif self.last_batch_size <= 1 and len(self._pending) == 1:
+                return  # no sign of concurrency: do not make a lone request wait for company
+            if loop.time() >= deadline:
+                return
+            await self._sleep_until(loop, deadline)
+
+    async def _sleep_until(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        """Until a submit, the last arrival's submit (see :class:`Arrivals`) or ``deadline``."""
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_at(deadline, self._wake)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
 
     def _take(self) -> list[_Request]:
         """The oldest requests up to ``max_batch_size`` rows (at least one, however large)."""
@@ -159,7 +235,10 @@ class MicroBatcher:
             return
         assert self._loop is not None
         frames = [r.frame for r in live]
-        outcomes = await self._loop.run_in_executor(self._pool(), self._predict_all, frames)
+        if self.inline:
+            outcomes = self._predict_all(frames)
+        else:
+            outcomes = await self._loop.run_in_executor(self._pool(), self._predict_all, frames)
         size = sum(len(f) for f in frames)
         self.batches += 1
         self.rows += size
@@ -188,35 +267,45 @@ class MicroBatcher:
 
     # -- in the executor ------------------------------------------------------------------------
 
-    def _predict_all(self, frames: list[pd.DataFrame]) -> list[Any]:
+    def _predict_all(self, frames: list[Any]) -> list[Any]:
         """One call for all frames; if it fails, one call per frame so only failures fail."""
         if len(frames) == 1:
             return [self._predict_one(frames[0])]
         try:
-            first = frames[0]
-            if all(f.columns is first.columns for f in frames):  # the numeric fast path
-                combined = pd.DataFrame(
-                    np.vstack([f.to_numpy() for f in frames]), columns=first.columns, copy=False
-                )
-            else:
-                combined = pd.concat(frames, ignore_index=True)
-            return _split(self._call(combined), [len(f) for f in frames])
+            return _split(self._call(_combine(frames)), [len(f) for f in frames])
         except Exception:
             return [self._predict_one(frame) for frame in frames]
 
-    def _predict_one(self, frame: pd.DataFrame) -> Any:
+    def _predict_one(self, frame: Any) -> Any:
         try:
             return self._call(frame)
         except Exception as exc:
             return exc
 
-    def _call(self, frame: pd.DataFrame) -> Any:
+    def _call(self, frame: Any) -> Any:
         result = self.predict(frame)
         parts = result if isinstance(result, tuple) else (result,)
         for part in parts:
             if part is not None and len(part) != len(frame):
                 raise ValueError(f"predict returned {len(part)} results for {len(frame)} rows")
         return result
+
+
+def _combine(frames: list[Any]) -> Any:
+    """One input of all ``frames``' rows, in order.
+
+    Array-backed inputs of one type sharing one columns object (serving's ``Rows``: the
+    validators hand out one columns object per signature) are stacked with one ``np.vstack``;
+    frames are concatenated (their columns may have different dtypes).
+    """
+    first = frames[0]
+    kind = type(first)
+    if kind is not pd.DataFrame and all(
+        type(f) is kind and f.columns is first.columns for f in frames
+    ):
+        return kind(np.vstack([f.to_numpy() for f in frames]), first.columns)
+    return pd.concat([f if isinstance(f, pd.DataFrame) else f.to_frame() for f in frames],
+                     ignore_index=True)  # fmt: skip
 
 
 def _split(result: Any, sizes: list[int]) -> list[Any]:

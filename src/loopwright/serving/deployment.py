@@ -18,7 +18,7 @@ Route refs are relative to ``model``: :func:`ref_of` turns them into registry UR
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -78,10 +78,17 @@ class _Section(BaseModel):
 
 
 class Batching(_Section):
-    """How long a request may wait for others (``max_wait_ms``) and how many rows go at once."""
+    """How long a request may wait for others (``max_wait_ms``), how many rows go at once, and
+    where the model runs (``executor``, see :mod:`loopwright.serving.batching`).
+
+    ``auto`` runs scikit-learn models on the event loop (``inline``: their small-batch
+    ``predict`` is mostly Python holding the GIL, so a worker thread only adds hand-overs) and
+    every other flavor in a worker thread (``thread``: native libraries release the GIL).
+    """
 
     max_batch_size: int = Field(default=32, ge=1)
     max_wait_ms: float = Field(default=2.0, ge=0)
+    executor: Literal["auto", "thread", "inline"] = "auto"
 
 
 class Canary(_Section):

@@ -5,7 +5,9 @@ Layout under ``uri`` (hive-partitioned, so pyarrow and DuckDB read it as one tab
     <uri>/predictions/deployment=<name>/date=YYYY-MM-DD/hour=HH/part-<ms>-<uuid>.parquet
     <uri>/labels/date=YYYY-MM-DD/part-<ms>-<uuid>.parquet
 
-The request path only appends to memory (:meth:`PredictionLog.append`); a daemon thread flushes
+The request path only appends to memory (:meth:`PredictionLog.append_answer`, one
+:class:`Answer` per request, or :meth:`PredictionLog.append` with plain records); a daemon
+thread flushes
 the buffer every ``flush_interval_s`` as one file per (UTC) hour partition. A file appears whole
 or not at all, as in :mod:`loopwright.backends.fs.artifacts`: a local root stages into a hidden
 temp file beside the final name and renames it (``os.replace``); a remote root stages on local
@@ -26,11 +28,13 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
 import fsspec
+import numpy as np
 import orjson
 import pandas as pd
 import pyarrow as pa
@@ -41,7 +45,14 @@ from fsspec.implementations.local import LocalFileSystem
 
 from loopwright.errors import InvalidInput
 
-__all__ = ["LabelStore", "PredictionLog", "join_labels", "read_labels", "read_predictions"]
+__all__ = [
+    "Answer",
+    "LabelStore",
+    "PredictionLog",
+    "join_labels",
+    "read_labels",
+    "read_predictions",
+]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +87,71 @@ LABEL_SCHEMA = pa.schema(
 )
 
 _IGNORE_PREFIXES = [".", "_"]
+
+
+@dataclass(slots=True, eq=False)
+class Answer:
+    """One answered (or failed) request, kept as the server had it until the next flush.
+
+    Why not one record per row: the request path then only stores references (no per-row
+    dicts, no conversions), and a flush turns a whole buffer of answers over numeric inputs
+    into columns with NumPy. ``inputs`` is a DataFrame, or anything with ``columns`` and a
+    float64 ``to_numpy()`` matrix (serving's ``Rows``); it must not change once appended.
+    ``predictions`` and ``probabilities`` hold one entry per input row (None for an error).
+    """
+
+    request_id: str
+    ts: int
+    route: str
+    model: str
+    version: int
+    latency_ms: float
+    error: str | None
+    shadow: bool
+    inputs: Any
+    predictions: list[Any] | None
+    probabilities: list[Any] | None
+
+    @property
+    def rows(self) -> int:
+        return len(self.inputs)
+
+    @property
+    def numeric(self) -> bool:
+        """Inputs held as one float64 matrix (not a frame): the columnar flush applies."""
+        return not isinstance(self.inputs, pd.DataFrame)
+
+    def records(self) -> list[dict[str, Any]]:
+        """The answer as one plain record per row (what :meth:`PredictionLog.append` takes)."""
+        frame = self.inputs
+        names = [str(c) for c in frame.columns]
+        rows = [dict(zip(names, values, strict=True)) for values in frame.to_numpy().tolist()]
+        n = len(rows)
+        preds, probs = self.predictions, self.probabilities
+        return [
+            {
+                "ts": self.ts,
+                "route": self.route,
+                "model": self.model,
+                "version": self.version,
+                "latency_ms": self.latency_ms,
+                "error": self.error,
+                "shadow": self.shadow,
+                "request_id": self.request_id if n == 1 else f"{self.request_id}/{i}",
+                "inputs": row,
+                "prediction": None if preds is None else preds[i],
+                "probabilities": None if probs is None else probs[i],
+            }
+            for i, row in enumerate(rows)
+        ]
+
+
+#: A buffered entry: a plain record (one row) or an :class:`Answer` (its rows).
+_Entry = dict[str, Any] | Answer
+
+
+def _rows_of(entry: _Entry) -> int:
+    return entry.rows if isinstance(entry, Answer) else 1
 
 
 # -- values ---------------------------------------------------------------------------------
@@ -163,14 +239,86 @@ def _predictions_table(records: Sequence[dict[str, Any]], deployment: str) -> pa
         "probabilities": pa.array(
             [_as_probabilities(get("probabilities")) for get in g], pa.list_(pa.float64())
         ),
-        "inputs_json": pa.array(
-            [orjson.dumps(row, default=str).decode() for row in inputs], pa.string()
-        ),
+        "inputs_json": pa.array([_inputs_json(row) for row in inputs], pa.string()),
     }
     features = sorted({str(k) for row in inputs for k in row})
     for name in features:
         columns[f"in_{name}"] = _feature_array([row.get(name) for row in inputs])
     return pa.table(columns)
+
+
+def _inputs_json(row: dict[str, Any]) -> str | None:
+    """The inputs as JSON when one of them is not a number; numbers are in ``in_`` columns
+    already (and JSON-formatting floats costs more than the rest of a row's logging)."""
+    for v in row.values():
+        t = type(v)
+        if not (t is float or t is int or v is None):
+            return orjson.dumps(row, default=str).decode()
+    return None
+
+
+def _answers_table(answers: Sequence[Answer], deployment: str) -> pa.Table:
+    """Answers over numeric inputs with one columns object -> one table, column by column."""
+    counts = [a.rows for a in answers]
+    single = all(n == 1 for n in counts)
+
+    def each(values: list[Any]) -> list[Any]:
+        return values if single else [v for v, n in zip(values, counts, strict=True)
+                                      for _ in range(n)]  # fmt: skip
+
+    if single:
+        ids = [a.request_id for a in answers]
+    else:
+        ids = [a.request_id if n == 1 else f"{a.request_id}/{i}"
+               for a, n in zip(answers, counts, strict=True) for i in range(n)]  # fmt: skip
+    preds: list[Any] = []
+    probs: list[Any] = []
+    for a, n in zip(answers, counts, strict=True):
+        preds.extend([None] * n if a.predictions is None else a.predictions)
+        probs.extend([None] * n if a.probabilities is None else a.probabilities)
+    total = len(ids)
+    columns: dict[str, pa.Array] = {
+        "request_id": pa.array(ids, pa.string()),
+        "ts": pa.array(each([a.ts for a in answers]), _TS),
+        "deployment": pa.array([deployment] * total, pa.string()),
+        "route": pa.array(each([a.route for a in answers]), pa.string()),
+        "model": pa.array(each([a.model for a in answers]), pa.string()),
+        "version": pa.array(each([a.version for a in answers]), pa.int64()),
+        "latency_ms": pa.array(each([a.latency_ms for a in answers]), pa.float64()),
+        "error": pa.array(each([a.error for a in answers]), pa.string()),
+        "shadow": pa.array(each([a.shadow for a in answers]), pa.bool_()),
+        "prediction": pa.array(
+            [p if p is None or type(p) is str else _as_text(p) for p in preds], pa.string()
+        ),
+        "prediction_value": pa.array(
+            [p if type(p) is float else _as_float(p) for p in preds], pa.float64()
+        ),
+        "probabilities": pa.array(probs, pa.list_(pa.float64())),
+        "inputs_json": pa.nulls(total, pa.string()),
+    }
+    matrix = np.vstack([a.inputs.to_numpy() for a in answers])
+    names = [str(c) for c in answers[0].inputs.columns]
+    for j in sorted(range(len(names)), key=names.__getitem__):
+        columns[f"in_{names[j]}"] = pa.array(matrix[:, j], pa.float64())
+    return pa.table(columns)
+
+
+def _table(entries: Sequence[_Entry], deployment: str) -> pa.Table:
+    """One table of buffered entries: columnar when every one is a numeric :class:`Answer`
+    over the same columns object (the common case), else record by record."""
+    first = entries[0]
+    if isinstance(first, Answer) and first.numeric:
+        columns = first.inputs.columns
+        if all(isinstance(e, Answer) and e.numeric and e.inputs.columns is columns
+               for e in entries):  # fmt: skip
+            return _answers_table(entries, deployment)  # type: ignore[arg-type]
+    records: list[dict[str, Any]] = []
+    for entry in entries:
+        if isinstance(entry, Answer):
+            records.extend(entry.records())
+        else:
+            records.append(entry)
+    return _predictions_table(records, deployment)
 
 
 def _labels_table(labels: Sequence[dict[str, Any]]) -> pa.Table:
@@ -271,7 +419,8 @@ class PredictionLog:
         self.dropped = 0
         self.last_error: str | None = None
         self._dir = _Dir(uri)
-        self._buffer: list[dict[str, Any]] = []
+        self._buffer: list[_Entry] = []
+        self._buffered_rows = 0
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._wake = threading.Event()
@@ -290,25 +439,41 @@ class PredictionLog:
 
     @property
     def pending(self) -> int:
-        return len(self._buffer)
+        """Rows waiting in memory."""
+        return self._buffered_rows
 
     # -- request path ---------------------------------------------------------------------
 
     def append(self, records: list[dict[str, Any]]) -> None:
-        """Queue ``records``; past ``max_buffer`` the oldest are dropped (and counted)."""
+        """Queue ``records`` (one row each); past ``max_buffer`` rows the oldest are dropped
+        (and counted)."""
+        self._queue(records, len(records))
+
+    def append_answer(self, answer: Answer) -> None:
+        """Queue one request's :class:`Answer` (the request path's call: no copy, no I/O)."""
+        self._queue([answer], answer.rows)
+
+    def _queue(self, entries: list[_Entry], rows: int) -> None:
         with self._lock:
-            self._buffer.extend(records)
+            self._buffer.extend(entries)
+            self._buffered_rows += rows
             self._trim()
-            crowded = len(self._buffer) >= self.max_buffer // 2
+            crowded = self._buffered_rows >= self.max_buffer // 2
         if crowded:
             self._wake.set()
 
     def _trim(self) -> None:
-        """Drop the oldest records beyond ``max_buffer``; the caller holds ``_lock``."""
-        excess = len(self._buffer) - self.max_buffer
-        if excess > 0:
-            del self._buffer[:excess]
-            self.dropped += excess
+        """Drop the oldest entries beyond ``max_buffer`` rows; the caller holds ``_lock``."""
+        excess = self._buffered_rows - self.max_buffer
+        if excess <= 0:
+            return
+        cut = dropped = 0
+        while dropped < excess and cut < len(self._buffer) - 1:
+            dropped += _rows_of(self._buffer[cut])
+            cut += 1
+        del self._buffer[:cut]
+        self._buffered_rows -= dropped
+        self.dropped += dropped
 
     # -- flushing -------------------------------------------------------------------------
 
@@ -321,31 +486,33 @@ class PredictionLog:
         with self._flush_lock:
             with self._lock:
                 batch, self._buffer = self._buffer, []
+                self._buffered_rows = 0
             if not batch:
                 return 0
             count = 0
-            failed: list[dict[str, Any]] = []
-            for (date, hour), records in _by_hour(batch).items():
+            failed: list[_Entry] = []
+            for (date, hour), entries in _by_hour(batch).items():
                 if failed:
-                    failed.extend(records)
+                    failed.extend(entries)
                     continue
                 try:
-                    self._write(date, hour, records)
+                    self._write(date, hour, entries)
                 except Exception as exc:
                     self.last_error = f"{type(exc).__name__}: {exc}"
                     log.warning("prediction log flush failed, will retry: %s", self.last_error)
-                    failed.extend(records)
+                    failed.extend(entries)
                 else:
-                    count += len(records)
+                    count += sum(_rows_of(e) for e in entries)
             with self._lock:
                 self.written += count
                 if failed:
                     self._buffer[:0] = failed
+                    self._buffered_rows += sum(_rows_of(e) for e in failed)
                     self._trim()
             return count
 
-    def _write(self, date: str, hour: str, records: list[dict[str, Any]]) -> None:
-        table = _predictions_table(records, self.deployment)
+    def _write(self, date: str, hour: str, entries: list[_Entry]) -> None:
+        table = _table(entries, self.deployment)
         final = self._dir.path(
             "predictions",
             f"deployment={quote(self.deployment, safe='')}",
@@ -388,12 +555,21 @@ class PredictionLog:
         self.flush()
 
 
-def _by_hour(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for record in records:
-        if record.get("ts") is None:
-            record = {**record, "ts": _now_ms()}
-        groups.setdefault(_partition(int(record["ts"])), []).append(record)
+def _by_hour(entries: Iterable[_Entry]) -> dict[tuple[str, str], list[_Entry]]:
+    groups: dict[tuple[str, str], list[_Entry]] = {}
+    names: dict[int, tuple[str, str]] = {}  # hour number -> (date, hour): one strftime an hour
+    for entry in entries:
+        if isinstance(entry, Answer):
+            ts = entry.ts
+        else:
+            if entry.get("ts") is None:
+                entry = {**entry, "ts": _now_ms()}
+            ts = int(entry["ts"])
+        hour = ts // 3_600_000
+        key = names.get(hour)
+        if key is None:
+            key = names[hour] = _partition(ts)
+        groups.setdefault(key, []).append(entry)
     return groups
 
 

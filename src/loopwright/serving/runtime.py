@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import time
@@ -42,6 +43,7 @@ from loopwright.errors import (
     NotFound,
 )
 from loopwright.governance.audit import acting_as
+from loopwright.serving.batching import Arrivals
 from loopwright.serving.canary import (
     CANARY,
     PROMOTED,
@@ -56,13 +58,11 @@ from loopwright.serving.canary import (
     wall_clock_ms,
 )
 from loopwright.serving.metrics import ServingMetrics
-from loopwright.serving.predictor import ModelSlot
-from loopwright.serving.predlog import LabelStore, PredictionLog
+from loopwright.serving.predictor import Inputs, ModelSlot
+from loopwright.serving.predlog import Answer, LabelStore, PredictionLog
 from loopwright.serving.routing import ROUTES, Router
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from loopwright.client import Client
     from loopwright.serving.deployment import DeploymentSpec
 
@@ -116,6 +116,9 @@ class DeploymentRuntime:
         self.trusted = trusted
         self.clock = clock or wall_clock_ms
         self.metrics = ServingMetrics()
+        #: Requests between their first byte and their batcher (the app counts them): a batch
+        #: leaves once none is on its way.
+        self.arrivals = Arrivals()
         self.router = Router(spec.canary.weight if spec.canary else 0.0)
         self.analysis: CanaryAnalysis | None = None
         if spec.canary is not None and spec.slo is not None:
@@ -135,6 +138,9 @@ class DeploymentRuntime:
         self._watcher: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._refresh_lock = asyncio.Lock()
+        #: Keep what start() loaded out of the cyclic garbage collector (see :func:`_refreeze`);
+        #: set by the server's worker processes, not by in-process use.
+        self.freeze_gc = False
 
     def __repr__(self) -> str:
         return f"DeploymentRuntime({self.spec.name!r}, ready={self.ready})"
@@ -174,6 +180,8 @@ class DeploymentRuntime:
             self.predlog = PredictionLog(self.log_uri, spec.name, spec.log.flush_interval_s)
             self.predlog.start()
         self._watcher = asyncio.get_running_loop().create_task(self._watch())
+        if self.freeze_gc:
+            _refreeze()
         self.ready = True
 
     async def close(self) -> None:
@@ -200,7 +208,7 @@ class DeploymentRuntime:
         if mv is None:
             mv = await asyncio.to_thread(registry.resolve, ref)
         model = await asyncio.to_thread(registry.load, mv, trusted=self.trusted)
-        slot = ModelSlot(ref, mv, model, self.spec.batching)
+        slot = ModelSlot(ref, mv, model, self.spec.batching, self.arrivals)
         slot.batcher.on_batch = self.metrics.observe_batch
         self.metrics.declare(name, slot.version)
         lease = _Lease(slot)
@@ -303,6 +311,8 @@ class DeploymentRuntime:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(lease.idle.wait(), DRAIN_TIMEOUT_S)
         await lease.slot.close()
+        if self.freeze_gc and self.ready:
+            _refreeze()  # the old model's objects were frozen: let the collector have them
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -317,7 +327,7 @@ class DeploymentRuntime:
 
     async def predict(
         self,
-        frame: pd.DataFrame,
+        frame: Inputs,
         key: str | None = None,
         request_id: str | None = None,
         route: str | None = None,
@@ -332,7 +342,7 @@ class DeploymentRuntime:
             route = self.router.choose(key) if "canary" in self.routes else "champion"
         return await self._answer(self.routes[route], frame, rid)
 
-    async def _answer(self, route: _Route, frame: pd.DataFrame, rid: str) -> dict[str, Any]:
+    async def _answer(self, route: _Route, frame: Inputs, rid: str) -> dict[str, Any]:
         started = time.perf_counter()
         lease = route.lease
         try:
@@ -357,7 +367,7 @@ class DeploymentRuntime:
             "probabilities": result["probabilities"],
         }
 
-    async def _call(self, lease: _Lease, frame: pd.DataFrame) -> dict[str, Any]:
+    async def _call(self, lease: _Lease, frame: Inputs) -> dict[str, Any]:
         lease.inflight += 1
         lease.idle.clear()
         try:
@@ -367,7 +377,7 @@ class DeploymentRuntime:
             if lease.inflight == 0:
                 lease.idle.set()
 
-    async def _shadow(self, route: _Route, frame: pd.DataFrame, rid: str) -> None:
+    async def _shadow(self, route: _Route, frame: Inputs, rid: str) -> None:
         started = time.perf_counter()
         lease = route.lease
         try:
@@ -383,7 +393,7 @@ class DeploymentRuntime:
         route: str,
         slot: ModelSlot,
         rid: str,
-        frame: pd.DataFrame,
+        frame: Inputs,
         result: dict[str, Any] | None,
         started: float,
         error: LoopwrightError | None,
@@ -397,29 +407,20 @@ class DeploymentRuntime:
             self.metrics.observe_predictions(route, slot.version, predictions, slot.classes)
         if self.predlog is None:
             return latency_ms
-        names = [str(c) for c in frame.columns]  # (to_dict("records") costs ~1 ms a request)
-        rows = [dict(zip(names, values, strict=True)) for values in frame.to_numpy().tolist()]
-        probabilities = result["probabilities"] if result else None
-        base = {
-            "ts": self.clock(),
-            "route": route,
-            "model": slot.model_name,
-            "version": slot.version,
-            "latency_ms": latency_ms,
-            "error": None if error is None else f"{error.code}: {error.message}",
-            "shadow": shadow,
-        }
-        self.predlog.append(
-            [
-                {
-                    **base,
-                    "request_id": rid if len(rows) == 1 else f"{rid}/{i}",
-                    "inputs": row,
-                    "prediction": None if predictions is None else predictions[i],
-                    "probabilities": None if probabilities is None else probabilities[i],
-                }
-                for i, row in enumerate(rows)
-            ]
+        self.predlog.append_answer(
+            Answer(
+                rid,
+                self.clock(),
+                route,
+                slot.model_name,
+                slot.version,
+                latency_ms,
+                None if error is None else f"{error.code}: {error.message}",
+                shadow,
+                frame,
+                predictions,
+                result["probabilities"] if result else None,
+            )
         )
         return latency_ms
 
@@ -471,7 +472,7 @@ class DeploymentRuntime:
             self._spawn(self._publish(decision, weight))
         return verdict
 
-    async def _compare(self, frame: pd.DataFrame, version: int, predictions: list[Any]) -> None:
+    async def _compare(self, frame: Inputs, version: int, predictions: list[Any]) -> None:
         """Score a canary request on the champion too (off the request path) for agreement."""
         try:
             result = await self._call(self.routes["champion"].lease, frame)
@@ -753,6 +754,20 @@ class DeploymentRuntime:
             slot = route.lease.slot
             self.metrics.set_queue_depth(route.name, slot.version, slot.batcher.queue_depth)
         return self.metrics.render()
+
+
+def _refreeze() -> None:
+    """Collect once, then move every surviving object out of the collector's sight.
+
+    Why: a serving worker holds millions of long-lived objects (pandas, scikit-learn, the
+    models), and every full collection walks all of them: ~100 ms with the GIL held, which was
+    the whole p99 under load. Frozen objects are skipped; new garbage is still collected. After
+    a swap the freeze is redone, so a retired model's cycles are not kept forever (one
+    collection per swap).
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 def _route_status(route: _Route) -> dict[str, Any]:
