@@ -36,7 +36,7 @@ where callers may steer the deployment (the registry still enforces gates and ap
 
 A model that raises on some inputs answers those requests with **422** ``MODEL_ERROR`` (the
 input was valid for the signature but the model refused it; the server keeps serving). The
-request id comes from the body's ``id``, else the ``X-Request-Id`` header, else a new uuid4, and
+request id comes from the body's ``id``, else the ``X-Request-Id`` header, else a new unique id, and
 is returned in the ``X-Request-Id`` header of every answer.
 """
 
@@ -47,7 +47,6 @@ import logging
 import math
 import os
 import socket
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -70,7 +69,7 @@ from loopwright.errors import (
 from loopwright.registry.signature import Signature
 from loopwright.serving.batching import Arrivals
 from loopwright.serving.predictor import validate_columns, validate_records
-from loopwright.serving.runtime import DeploymentRuntime
+from loopwright.serving.runtime import DeploymentRuntime, new_request_id
 
 __all__ = ["DEPLOYMENT_ENV", "TRUSTED_ENV", "ServingApp", "app_from_env", "create_serving_app"]
 
@@ -368,7 +367,9 @@ class ServingApp:
                     response = await handler(request)  # type: ignore[arg-type]
                 finally:
                     request.arrived()
-                await response(scope, receive, send)
+                await send({"type": "http.response.start", "status": response.status_code,
+                            "headers": response.raw_headers})  # fmt: skip
+                await send({"type": "http.response.body", "body": response.body})
                 return
         await self.app(scope, receive, send)
 
@@ -448,7 +449,7 @@ def _user(request: Request) -> str | None:
 
 
 def _request_id(request: Request, body: dict[str, Any]) -> str:
-    rid = body.get("id") or request.headers.get("x-request-id") or uuid.uuid4().hex
+    rid = body.get("id") or request.headers.get("x-request-id") or new_request_id()
     if not isinstance(rid, str) or len(rid) > 200:
         raise InvalidInput("id must be a string of at most 200 characters", field="id")
     return rid
