@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from loopwright.errors import StoreUnavailable
-from loopwright.serving.batching import MicroBatcher
+from loopwright.serving.batching import Arrivals, MicroBatcher
+from loopwright.serving.predictor import Rows
 
 
 class Doubler:
@@ -111,3 +112,90 @@ def test_zero_wait_and_reuse_across_event_loops_then_close() -> None:
     asyncio.run(batcher.close())
     with pytest.raises(StoreUnavailable):
         asyncio.run(batcher.submit(one_row(5)))
+
+
+# -- arrivals: a batch leaves as soon as no request is on its way -------------------------------
+
+#: Long enough that a test waiting for it would hang: the arrivals, not the clock, must decide.
+FOREVER_MS = 600_000.0
+GUARD_S = 30.0
+
+
+def test_a_batch_waits_for_requests_on_their_way_and_leaves_when_none_is() -> None:
+    model = Doubler()
+    arrivals = Arrivals()
+    batcher = MicroBatcher(model, max_batch_size=64, max_wait_ms=FOREVER_MS, arrivals=arrivals)
+
+    async def request(x: int) -> np.ndarray:
+        arrivals.begin()
+        await asyncio.sleep(0.01 * x)  # reading its body, validating...
+        arrivals.end()  # reached the batcher
+        return await batcher.submit(one_row(x))
+
+    async def main() -> list[np.ndarray]:
+        answers = await asyncio.wait_for(asyncio.gather(*(request(x) for x in range(4))), GUARD_S)
+        await batcher.close()
+        return answers
+
+    answers = asyncio.run(main())
+    assert [a.tolist() for a in answers] == [[0], [2], [4], [6]]
+    assert model.calls == [4]  # the first waited for the three on their way, then all left
+
+
+def test_a_lone_request_leaves_at_once_and_a_request_that_fails_early_releases_the_batch() -> None:
+    model = Doubler()
+    arrivals = Arrivals()
+    batcher = MicroBatcher(model, max_batch_size=64, max_wait_ms=FOREVER_MS, arrivals=arrivals)
+    batcher.last_batch_size = 8  # concurrency was seen before: without arrivals it would wait
+
+    async def main() -> tuple[list[int], list[int]]:
+        lone = await asyncio.wait_for(batcher.submit(one_row(5)), GUARD_S)
+        arrivals.begin()  # one request is on its way...
+        waiting = asyncio.ensure_future(batcher.submit(one_row(1)))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()  # ...so the batch waits for it
+        arrivals.end()  # it failed validation: it will never come
+        second = await asyncio.wait_for(waiting, GUARD_S)
+        await batcher.close()
+        return lone.tolist(), second.tolist()
+
+    assert asyncio.run(main()) == ([10], [2])
+    assert model.calls == [1, 1]
+
+
+def test_inline_runs_the_model_on_the_event_loop_thread() -> None:
+    model = Doubler()
+    batcher = MicroBatcher(model, max_batch_size=8, max_wait_ms=5, run="inline")
+
+    async def main() -> tuple[list[np.ndarray], str]:
+        answers = await asyncio.gather(*(batcher.submit(one_row(i)) for i in range(20)))
+        await batcher.close()
+        return answers, threading.current_thread().name
+
+    answers, loop_thread = asyncio.run(main())
+    assert [a.tolist() for a in answers] == [[2 * i] for i in range(20)]
+    assert model.threads == {loop_thread} and sum(model.calls) == 20
+    with pytest.raises(ValueError, match="run must be one of"):
+        MicroBatcher(model, run="process")
+
+
+def test_numeric_rows_are_stacked_as_one_matrix_in_order() -> None:
+    seen: list[object] = []
+
+    def predict(rows: Rows) -> np.ndarray:
+        seen.append(rows)
+        return rows.values.sum(axis=1)
+
+    columns = pd.Index(["a", "b"])
+    batcher = MicroBatcher(predict, max_batch_size=64, max_wait_ms=20)
+
+    async def main() -> list[np.ndarray]:
+        inputs = [Rows(np.array([[i, 10.0 * i]] * (1 + i % 2)), columns) for i in range(6)]
+        answers = await asyncio.gather(*(batcher.submit(r) for r in inputs))
+        await batcher.close()
+        return answers
+
+    answers = asyncio.run(main())
+    assert [a.tolist() for a in answers] == [[11.0 * i] * (1 + i % 2) for i in range(6)]
+    assert all(isinstance(r, Rows) and r.columns is columns for r in seen)
+    assert sum(len(r) for r in seen) == 9 and len(seen) < 6  # type: ignore[arg-type]

@@ -15,12 +15,15 @@ import uuid
 from pathlib import Path
 
 import fsspec
+import numpy as np
 import pandas as pd
 import pytest
 
 from loopwright.errors import InvalidInput
 from loopwright.serving import predlog
+from loopwright.serving.predictor import Rows
 from loopwright.serving.predlog import (
+    Answer,
     LabelStore,
     PredictionLog,
     join_labels,
@@ -120,6 +123,11 @@ def test_concurrent_appends_while_flushing_lose_nothing(tmp_path: Path) -> None:
     def worker(t: int) -> None:
         for i in range(per_thread):
             log.append([record(t * per_thread + i, ts=T0 + i)])
+            if i == per_thread // 2:  # half way: let the flusher write while others append
+                for _ in range(5000):
+                    if log.written:
+                        break
+                    threading.Event().wait(0.001)
 
     pool = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
     for thread in pool:
@@ -310,3 +318,71 @@ def test_unusual_deployment_names_round_trip(tmp_path: Path) -> None:
     ]
     with pytest.raises(InvalidInput):
         PredictionLog(str(tmp_path), "")
+
+
+# -- answers: what the server appends, one per request ----------------------------------------
+
+FEATURES = pd.Index(["f1", "f0"])
+
+
+def answer(rid: str, values: list[list[float]], ts: int = T0, **overrides: object) -> Answer:
+    n = len(values)
+    fields: dict[str, object] = {
+        "request_id": rid, "ts": ts, "route": "champion", "model": "churn", "version": 3,
+        "latency_ms": 1.25, "error": None, "shadow": False,
+        "inputs": Rows(np.array(values, dtype=np.float64), FEATURES),
+        "predictions": [i % 2 for i in range(n)],
+        "probabilities": [[0.5 + i / 10, 0.5 - i / 10] for i in range(n)],
+    }  # fmt: skip
+    return Answer(**{**fields, **overrides})  # type: ignore[arg-type]
+
+
+def test_numeric_answers_are_written_column_by_column_with_the_record_paths_content(
+    tmp_path: Path,
+) -> None:
+    answers = [
+        answer("a", [[1.5, 2.0]]),
+        answer("b", [[3.0, 4.0], [5.0, 6.0]], version=4, shadow=True, route="shadow"),
+        answer("c", [[7.0, 8.0]], error="MODEL_ERROR: no", predictions=None, probabilities=None),
+    ]
+    fast, slow = tmp_path / "fast", tmp_path / "slow"
+    log = PredictionLog(str(fast), "churn-api")
+    for a in answers:
+        log.append_answer(a)
+    assert log.pending == 4 and log.flush() == 4 and log.written == 4
+    records = PredictionLog(str(slow), "churn-api")  # the same answers as plain records
+    records.append([r for a in answers for r in a.records()])
+    assert records.flush() == 4
+
+    got = read_predictions(str(fast)).sort_values("request_id").reset_index(drop=True)
+    want = read_predictions(str(slow)).sort_values("request_id").reset_index(drop=True)
+    assert list(got["request_id"]) == ["a", "b/0", "b/1", "c"]  # one row per input row
+    assert list(got["in_f0"]) == [2.0, 4.0, 6.0, 8.0] and list(got["in_f1"]) == [1.5, 3, 5, 7]
+    assert got["inputs_json"].isna().all()  # numbers live in the in_ columns only
+    assert want["inputs_json"].isna().all()  # (the record path writes no JSON for them either)
+    pd.testing.assert_frame_equal(
+        got.drop(columns=["inputs_json"]), want.drop(columns=["inputs_json"])
+    )
+
+
+def test_answers_over_frames_and_mixed_buffers_take_the_record_path(tmp_path: Path) -> None:
+    log = PredictionLog(str(tmp_path), "churn-api")
+    frame = pd.DataFrame({"plan": ["gold"], "age": [30]})
+    log.append_answer(answer("frame", [[0.0]], inputs=frame, probabilities=None))
+    log.append_answer(answer("rows", [[1.0, 2.0]]))
+    log.append([record(9)])
+    assert log.flush() == 3
+    df = read_predictions(str(tmp_path)).set_index("request_id")
+    assert json.loads(df.loc["frame", "inputs_json"]) == {"plan": "gold", "age": 30}
+    assert df.loc["frame", "in_plan"] == "gold" and df.loc["rows", "in_f1"] == 1.0
+    assert pd.isna(df.loc["rows", "inputs_json"]) and df.loc["r9", "in_age"] == 39.0
+
+
+def test_max_buffer_counts_rows_of_answers_and_keeps_the_newest(tmp_path: Path) -> None:
+    log = PredictionLog(str(tmp_path), "churn-api", max_buffer=4)
+    log.append_answer(answer("old", [[1.0, 1.0], [2.0, 2.0]]))
+    log.append_answer(answer("mid", [[3.0, 3.0]]))
+    log.append_answer(answer("new", [[4.0, 4.0], [5.0, 5.0]]))
+    assert (log.pending, log.dropped) == (3, 2)  # "old" went whole
+    assert log.flush() == 3
+    assert sorted(read_predictions(str(tmp_path))["request_id"]) == ["mid", "new/0", "new/1"]
