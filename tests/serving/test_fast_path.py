@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -156,8 +157,16 @@ def test_request_ids_are_unique_and_change_prefix_in_a_new_process() -> None:
     ids = {new_request_id() for _ in range(10_000)}
     assert len(ids) == 10_000 and all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
     prefix = next(iter(ids))[:20]
-    new_request_id._pid = -1  # what a forked worker sees: another pid
-    assert new_request_id()[:20] != prefix
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a forked worker draws its own prefix
+        os.write(write, new_request_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.close(write)
+    assert len(child) == 32 and child[:20] != prefix and new_request_id()[:20] == prefix
 
 
 def test_a_server_worker_freezes_what_it_loaded_out_of_the_collector(
@@ -179,3 +188,32 @@ def test_a_server_worker_freezes_what_it_loaded_out_of_the_collector(
     finally:
         gc.unfreeze()
         client.close()
+
+
+@pytest.mark.parametrize(
+    ("tensor", "status", "needle"),
+    [
+        ({"shape": [2, 4], "datatype": "INT64", "data": [1, 2, 3, 4, 5, 6, 7, 8]}, 200, None),
+        ({"shape": [2, 3], "datatype": "FP64", "data": [0.5] * 6}, 400, "[N, 4]"),
+        ({"shape": [2, 4], "datatype": "FP64", "data": [0.5] * 7}, 400, "needs 8 values"),
+        ({"shape": [1, 4], "datatype": "FP64", "data": [0.5, "x", 1, 2]}, 400, "'x'"),
+        ({"shape": [1, 4], "datatype": "BYTES", "data": ["a"] * 4}, 400, "datatype BYTES"),
+        ({"shape": [1, 4], "datatype": "FP64", "data": [0.5, True, 1, 2]}, 400, "True"),
+    ],
+)
+def test_a_v2_matrix_takes_the_fast_path_or_gets_the_general_errors(
+    served: tuple[TestClient, DeploymentRuntime, Path],
+    numeric_store: tuple[Path, Any, pd.DataFrame],
+    tensor: dict[str, Any],
+    status: int,
+    needle: str | None,
+) -> None:
+    http, _, _ = served
+    model = numeric_store[1]
+    answer = http.post("/v2/models/scores/infer", json={"inputs": [{"name": "x", **tensor}]})
+    assert answer.status_code == status, answer.text
+    if needle is None:
+        rows = pd.DataFrame(np.reshape(tensor["data"], (2, 4)).astype(float), columns=FEATURES)
+        assert answer.json()["outputs"][0]["data"] == model.predict(rows).tolist()
+    else:
+        assert needle in answer.json()["error"]

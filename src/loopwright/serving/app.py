@@ -68,7 +68,12 @@ from loopwright.errors import (
 )
 from loopwright.registry.signature import Signature
 from loopwright.serving.batching import Arrivals
-from loopwright.serving.predictor import validate_columns, validate_records
+from loopwright.serving.predictor import (
+    Rows,
+    numeric_matrix,
+    validate_columns,
+    validate_records,
+)
 from loopwright.serving.runtime import DeploymentRuntime, new_request_id
 
 __all__ = ["DEPLOYMENT_ENV", "TRUSTED_ENV", "ServingApp", "app_from_env", "create_serving_app"]
@@ -255,8 +260,10 @@ class _Api:
         body = await _body(request)
         rid = _request_id(request, body)
         slot = self.runtime.slot(route)
-        columns = v2_columns(body, slot.signature)
-        frame = validate_columns(columns, slot.signature, field="inputs")
+        frame = _v2_matrix(body, slot.signature)
+        if frame is None:
+            columns = v2_columns(body, slot.signature)
+            frame = validate_columns(columns, slot.signature, field="inputs")
         pinned = request.path_params.get("version") is not None
         _arrived(request)
         result = await self.runtime.predict(frame, request_id=rid, route=route if pinned else None)
@@ -471,6 +478,25 @@ _ACCEPTS = {
     "category": {"BYTES"} | _INTS,
     "datetime": {"BYTES"},
 }
+
+
+def _v2_matrix(body: dict[str, Any], signature: Signature | None) -> Rows | None:
+    """The common case at volume, without per-column work: one numeric ``[N, k]`` tensor for an
+    all-float signature. None for anything else (then :func:`v2_columns` checks it all)."""
+    inputs = body.get("inputs")
+    if type(inputs) is not list or len(inputs) != 1 or type(inputs[0]) is not dict:
+        return None
+    tensor = inputs[0]
+    shape = tensor.get("shape")
+    if (
+        type(shape) is not list
+        or len(shape) != 2
+        or not all(_is_int(d) for d in shape)
+        or tensor.get("datatype") not in _INTS | _FLOATS
+        or not isinstance(tensor.get("name"), str)
+    ):
+        return None
+    return numeric_matrix(tensor.get("data"), shape[0], shape[1], signature)
 
 
 def v2_columns(body: dict[str, Any], signature: Signature | None) -> dict[str, list[Any]]:

@@ -27,7 +27,14 @@ from loopwright.registry.signature import Signature, check_input
 from loopwright.serving.batching import Arrivals, MicroBatcher
 from loopwright.serving.deployment import Batching
 
-__all__ = ["Inputs", "ModelSlot", "Rows", "validate_columns", "validate_records"]
+__all__ = [
+    "Inputs",
+    "ModelSlot",
+    "Rows",
+    "numeric_matrix",
+    "validate_columns",
+    "validate_records",
+]
 
 
 class Rows:
@@ -119,6 +126,22 @@ def _index(names: list[str]) -> pd.Index:
     if index is None:
         index = _INDEXES[key] = pd.Index(names)
     return index
+
+
+def numeric_matrix(data: Any, rows: int, width: int, signature: Signature | None) -> Rows | None:
+    """Rows from a flat row-major list of ``rows x width`` plain numbers, when the signature is
+    all ``float64`` with ``width`` inputs (a V2 ``[N, k]`` tensor); None for anything else,
+    which then takes the general path and its error messages."""
+    names = _all_float(signature)
+    if names is None or len(names) != width or not isinstance(data, list):
+        return None
+    if len(data) != rows * width or not rows:
+        return None
+    for v in data:
+        t = type(v)
+        if t is not float and t is not int:
+            return None
+    return Rows(np.array(data, dtype=np.float64).reshape(rows, width), _index(names))
 
 
 def validate_columns(columns: Any, signature: Signature | None, field: str = "inputs") -> Inputs:

@@ -759,19 +759,19 @@ class DeploymentRuntime:
 
 class _RequestIds:
     """Unique request ids without a system call each: a random per-process prefix (80 bits,
-    drawn again after a fork) and a counter, 32 hex digits like a uuid4's (which reads
+    drawn again in a forked child) and a counter, 32 hex digits like a uuid4's (which reads
     ``os.urandom`` on every call: ~4% of a busy worker's time)."""
 
     def __init__(self) -> None:
-        self._pid = -1
-        self._prefix = ""
+        self.reset()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self._prefix = uuid.uuid4().hex[:20]
         self._next = itertools.count()
 
     def __call__(self) -> str:
-        if self._pid != os.getpid():
-            self._pid = os.getpid()
-            self._prefix = uuid.uuid4().hex[:20]
-            self._next = itertools.count()
         return f"{self._prefix}{next(self._next) & 0xFFFFFFFFFFFF:012x}"
 
 
