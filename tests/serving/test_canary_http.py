@@ -8,6 +8,7 @@ compared with the same model's in-process prediction.
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 import time
@@ -37,7 +38,11 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> CanaryStore:
 
 @contextmanager
 def deployed(
-    store: CanaryStore, tmp_path: Path, spec: dict[str, Any], workers: int = 1
+    store: CanaryStore,
+    tmp_path: Path,
+    spec: dict[str, Any],
+    workers: int = 1,
+    env: dict[str, str] | None = None,
 ) -> Iterator[str]:
     """``loopwright deploy`` of ``spec`` until the block ends; yields the base URL."""
     spec = {"name": "churn-api", "model": "churn", "log": {"uri": str(tmp_path / "log"),
@@ -50,7 +55,8 @@ def deployed(
     cmd = [LOOPWRIGHT, "deploy", str(spec_file), "--tracking-uri", str(store.root),
            "--port", str(port), "--workers", str(workers), "--trusted"]  # fmt: skip
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, **(env or {})})  # fmt: skip
         try:
             _wait_ready(url, proc, log_path)
             yield url
@@ -222,3 +228,23 @@ def test_the_rollback_holds_on_every_worker(store: CanaryStore, tmp_path: Path) 
     audit.close()
     rollbacks = [e for e in events if e.action == "deployment.rollback"]
     assert rollbacks and rollbacks[-1].after["rule"] == "error_rate"
+
+
+def test_a_steering_token_guards_the_canary_routes_and_nothing_else(
+    store: CanaryStore, tmp_path: Path
+) -> None:
+    spec = {"canary": {"ref": "4", "weight": 0.5}}
+    with deployed(store, tmp_path, spec, env={"LOOPWRIGHT_SERVING_TOKEN": "s3cret"}) as url:
+        assert all(code == 200 for _, code, _ in traffic(url, store, 20))  # inference: open
+        refused = cli("deployments", "rollback", url, "--reason", "no token")
+        wrong = cli("deployments", "rollback", url, "--reason", "bad", "--token", "guess")
+        raw = httpx.post(url + "/canary/promote", json={"reason": "x"}, timeout=10)
+        assert status(url)["state"] == "canary"  # nothing changed so far
+        done = cli("deployments", "rollback", url, "--reason", "with token", "--token", "s3cret")
+        after = status(url)
+    assert refused.returncode == 2 and "LOOPWRIGHT_SERVING_TOKEN" in refused.stderr
+    assert wrong.returncode == 2 and "token is wrong" in wrong.stderr
+    assert raw.status_code == 401 and raw.json()["error"]["code"] == "UNAUTHENTICATED"
+    assert raw.headers["www-authenticate"].startswith("Bearer")
+    assert done.returncode == 0, done.stderr
+    assert after["state"] == "rolled_back" and after["canary"]["reason"] == "with token"

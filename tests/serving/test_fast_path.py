@@ -217,3 +217,36 @@ def test_a_v2_matrix_takes_the_fast_path_or_gets_the_general_errors(
         assert answer.json()["outputs"][0]["data"] == model.predict(rows).tolist()
     else:
         assert needle in answer.json()["error"]
+
+
+def test_bodies_over_the_limit_are_refused_with_413_before_they_are_read(
+    numeric_store: tuple[Path, Any, pd.DataFrame],
+) -> None:
+    root = numeric_store[0]
+    spec = DeploymentSpec.from_dict(
+        {"name": "scores-api", "model": "scores", "log": {"enabled": False}, "max_body_bytes": 2048}
+    )
+    client = Client(str(root), settings=Settings(capture_environment=False))
+    runtime = DeploymentRuntime(client, spec)
+    many = {"records": [dict.fromkeys(FEATURES, 0.123456789)] * 40}  # ~4 KB
+    tensor = {"name": "x", "shape": [60, 4], "datatype": "FP64", "data": [0.123456789] * 240}
+
+    def chunks() -> Iterator[bytes]:  # a chunked upload declares no length
+        yield b'{"labels": ['
+        for i in range(200):
+            yield b'{"request_id": "r%d", "label": 1},' % i
+        yield b'{"request_id": "last", "label": 1}]}'
+
+    try:
+        with TestClient(create_serving_app(runtime)) as http:
+            own = http.post("/predict", json=many)
+            v2 = http.post("/v2/models/scores/infer", json={"inputs": [tensor]})
+            streamed = http.post("/feedback", content=chunks())
+            fits = http.post("/predict", json={"records": many["records"][:5]})
+    finally:
+        client.close()
+    assert own.status_code == 413 and own.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
+    assert "2,048" in own.json()["error"]["message"]
+    assert v2.status_code == 413 and "max_body_bytes" in v2.json()["error"]
+    assert streamed.status_code == 413 and streamed.json()["error"]["field"] == "body"
+    assert fits.status_code == 200

@@ -6,7 +6,8 @@ rolled back and why) lives in the serving process. Errors come back as the servi
 ``{"error": {code, message, ...}}`` and are re-raised as the same loopwright exception, so the
 CLI prints them and exits like any other command (a gate refusing a promotion exits 2).
 Requests carry ``X-Loopwright-User`` (``--user`` or the OS user), which the server records as
-the actor of a rollback or promotion.
+the actor of a rollback or promotion, and the steering token (``--token`` or
+``LOOPWRIGHT_SERVING_TOKEN``) when the server was started with one.
 """
 
 from __future__ import annotations
@@ -31,6 +32,14 @@ app = typer.Typer(
 Url = Annotated[str, typer.Argument(help="The model server's base URL, e.g. http://127.0.0.1:8080")]
 Json = Annotated[bool, typer.Option("--json", help="Print the server's JSON answer.")]
 Timeout = Annotated[float, typer.Option(min=0.1, help="Seconds to wait for the server.")]
+Token = Annotated[
+    str | None,
+    typer.Option(
+        envvar="LOOPWRIGHT_SERVING_TOKEN",
+        show_envvar=True,
+        help="The server's steering token (needed by promote and rollback when it has one).",
+    ),
+]
 
 _STATE_STYLE = {"canary": "cyan", "serving": "green", "rolled_back": "bold red",
                 "promoted": "bold green"}  # fmt: skip
@@ -49,11 +58,14 @@ def call(
     *,
     user: str | None = None,
     timeout: float = 30.0,
+    token: str | None = None,
 ) -> dict[str, Any]:
     """One JSON request to a serving app; its errors come back as loopwright exceptions."""
     if not url.startswith(("http://", "https://")):
         raise InvalidInput(f"the URL must start with http:// or https://, got {url!r}", field="url")
     headers = {"X-Loopwright-User": user or current_actor()}
+    if token:
+        headers["Authorization"] = f"Bearer {token.strip()}"
     target = url.rstrip("/") + path
     try:
         answer = httpx.request(method, target, json=body, headers=headers, timeout=timeout)
@@ -101,10 +113,12 @@ def promote(
         typer.Option("--override", help="Admin: move despite failed gates (needs --reason)."),
     ] = False,
     timeout: Timeout = 120.0,
+    token: Token = None,
 ) -> None:
     """Move the champion alias to the canary's version (the registry's gates and approvals)."""
     body = {"reason": reason, "override": override}
-    data = call(url, "POST", "/canary/promote", body, user=_user(ctx), timeout=timeout)
+    data = call(url, "POST", "/canary/promote", body, user=_user(ctx), timeout=timeout,
+                token=token)  # fmt: skip
     _state(ctx).out.print(
         f"promoted: {data['model']}@{data['alias']} -> version {data['version']} "
         f"(the champion route serves version {data['champion_version']})"
@@ -117,10 +131,11 @@ def rollback(
     url: Url,
     reason: Annotated[str, typer.Option(help="Why (recorded in the audit trail).")],
     timeout: Timeout = 30.0,
+    token: Token = None,
 ) -> None:
     """Stop routing traffic to the canary now (every worker within one watch interval)."""
     data = call(url, "POST", "/canary/rollback", {"reason": reason}, user=_user(ctx),
-                timeout=timeout)  # fmt: skip
+                timeout=timeout, token=token)  # fmt: skip
     decision = data.get("decision") or {}
     verb = "rolled back" if data.get("changed") else "was already rolled back"
     _state(ctx).out.print(

@@ -31,8 +31,15 @@ status of :func:`loopwright.errors.http_status`::
                      approvals (409 APPROVAL_REQUIRED, ``details.request_id``)
 
 The canary routes act as the user named by ``X-Loopwright-User`` (the CLI sends it), else as
-the server's own user; the serving port has no authentication of its own, so expose it only
-where callers may steer the deployment (the registry still enforces gates and approvals).
+the server's own user. With a steering token (:data:`TOKEN_ENV` in the server's environment)
+they also need ``Authorization: Bearer <token>`` (else 401 ``UNAUTHENTICATED`` with a
+``WWW-Authenticate`` header); without one, expose the port only where callers may steer the
+deployment (the registry still enforces gates and approvals). Inference, ``/feedback``,
+``/status``, health and ``/metrics`` never need it.
+
+A body over the spec's ``max_body_bytes`` is refused with 413 ``PAYLOAD_TOO_LARGE`` (V2 paths:
+``{"error": "..."}``), from its declared length or, for a chunked upload, as soon as the chunks
+read so far exceed it.
 
 A model that raises on some inputs answers those requests with **422** ``MODEL_ERROR`` (the
 input was valid for the signature but the model refused it; the server keeps serving). The
@@ -43,6 +50,7 @@ is returned in the ``X-Request-Id`` header of every answer.
 from __future__ import annotations
 
 import contextlib
+import hmac
 import logging
 import math
 import os
@@ -63,7 +71,9 @@ from loopwright.errors import (
     LoopwrightError,
     ModelError,
     NotFound,
+    PayloadTooLarge,
     StoreUnavailable,
+    Unauthenticated,
     http_status,
 )
 from loopwright.registry.signature import Signature
@@ -76,12 +86,21 @@ from loopwright.serving.predictor import (
 )
 from loopwright.serving.runtime import DeploymentRuntime, new_request_id
 
-__all__ = ["DEPLOYMENT_ENV", "TRUSTED_ENV", "ServingApp", "app_from_env", "create_serving_app"]
+__all__ = [
+    "DEPLOYMENT_ENV",
+    "TOKEN_ENV",
+    "TRUSTED_ENV",
+    "ServingApp",
+    "app_from_env",
+    "create_serving_app",
+]
 
 log = logging.getLogger("loopwright.serving")
 
 DEPLOYMENT_ENV = "LOOPWRIGHT_DEPLOYMENT_YAML"
 TRUSTED_ENV = "LOOPWRIGHT_DEPLOYMENT_TRUSTED"
+#: The steering token: when set, ``/canary/*`` needs ``Authorization: Bearer <token>``.
+TOKEN_ENV = "LOOPWRIGHT_SERVING_TOKEN"
 
 #: Who acts on the canary routes (the registry's audit trail records it).
 USER_HEADER = "x-loopwright-user"
@@ -98,11 +117,14 @@ def _json(content: Any, status: int = 200, rid: str | None = None) -> Response:
 # -- the app -------------------------------------------------------------------------------
 
 
-def create_serving_app(runtime: DeploymentRuntime, *, close_client: bool = False) -> ServingApp:
+def create_serving_app(
+    runtime: DeploymentRuntime, *, close_client: bool = False, token: str | None = None
+) -> ServingApp:
     """The app over ``runtime``; its lifespan calls ``runtime.start()`` and ``runtime.close()``.
 
     Inference requests (``POST /predict`` and the V2 infer paths) are answered by
     :class:`ServingApp` in front of Starlette; every other request goes through Starlette.
+    ``token``: the steering token the canary routes require (None: they require none).
     """
 
     @contextlib.asynccontextmanager
@@ -115,7 +137,7 @@ def create_serving_app(runtime: DeploymentRuntime, *, close_client: bool = False
             if close_client:
                 runtime.client.close()
 
-    api = _Api(runtime)
+    api = _Api(runtime, token)
     v2 = "/v2/models/{name}"
     routes = [
         Route("/v2", api.v2(api.server_metadata)),
@@ -152,8 +174,10 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:
 class _Api:
     """The route handlers; ``v2`` and ``own`` wrap them with each protocol's error shape."""
 
-    def __init__(self, runtime: DeploymentRuntime) -> None:
+    def __init__(self, runtime: DeploymentRuntime, token: str | None = None) -> None:
         self.runtime = runtime
+        self.token = token or None
+        self.max_body = runtime.spec.max_body_bytes
 
     # -- error shapes ------------------------------------------------------------------------
 
@@ -189,7 +213,28 @@ class _Api:
         if not isinstance(exc, ModelError):  # model failures are counted per route already
             self.runtime.metrics.reject(exc.code)
         rid = request.headers.get("x-request-id")
-        return _json(body, http_status(exc), rid)
+        answer = _json(body, http_status(exc), rid)
+        if isinstance(exc, Unauthenticated):
+            answer.headers["WWW-Authenticate"] = 'Bearer realm="loopwright-serving"'
+        return answer
+
+    def _authorize(self, request: Request) -> None:
+        """The steering token, when the server has one (compared in constant time)."""
+        if self.token is None:
+            return
+        given = request.headers.get("authorization", "")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise Unauthenticated(
+                "this route needs the serving token: send Authorization: Bearer <token> "
+                f"(the CLI reads --token or {TOKEN_ENV})",
+                field="authorization",
+            )
+        if not hmac.compare_digest(value.strip().encode(), self.token.encode()):
+            raise Unauthenticated("the serving token is wrong", field="authorization")
+
+    async def _body(self, request: Request) -> dict[str, Any]:
+        return await _body(request, self.max_body)
 
     # -- V2 metadata and health ----------------------------------------------------------------
 
@@ -257,7 +302,7 @@ class _Api:
 
     async def infer(self, request: Request) -> Response:
         route = self._route_for(request)
-        body = await _body(request)
+        body = await self._body(request)
         rid = _request_id(request, body)
         slot = self.runtime.slot(route)
         frame = _v2_matrix(body, slot.signature)
@@ -287,7 +332,7 @@ class _Api:
 
     async def predict(self, request: Request) -> Response:
         self._require_ready()
-        body = await _body(request)
+        body = await self._body(request)
         rid = _request_id(request, body)
         key = body.get("key")
         if key is not None and not isinstance(key, str):
@@ -301,7 +346,7 @@ class _Api:
         return _json(result, 200, rid)
 
     async def feedback(self, request: Request) -> Response:
-        body = await _body(request)
+        body = await self._body(request)
         labels = body.get("labels")
         if not isinstance(labels, list) or not labels:
             raise InvalidInput("labels must be a non-empty list of objects", field="labels")
@@ -311,7 +356,8 @@ class _Api:
         return _json(self.runtime.status())
 
     async def rollback(self, request: Request) -> Response:
-        body = await _body(request)
+        self._authorize(request)
+        body = await self._body(request)
         reason = body.get("reason")
         if not isinstance(reason, str) or not reason.strip():
             raise InvalidInput("reason must be a non-empty string", field="reason")
@@ -319,7 +365,8 @@ class _Api:
         return _json({**result, "status": self.runtime.status()})
 
     async def promote(self, request: Request) -> Response:
-        body = await _body(request)
+        self._authorize(request)
+        body = await self._body(request)
         reason, override = body.get("reason"), body.get("override", False)
         if reason is not None and not isinstance(reason, str):
             raise InvalidInput("reason must be a string", field="reason")
@@ -413,13 +460,18 @@ class _RawRequest:
                              for k, v in self.scope["headers"]}  # fmt: skip
         return self._headers
 
-    async def body(self) -> bytes:
+    async def body(self, limit: int) -> bytes:
         chunks: list[bytes] = []
+        size = 0
         while True:
             message = await self.receive()
             if message["type"] == "http.disconnect":
                 raise ClientDisconnect()
-            chunks.append(message.get("body", b""))
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            chunks.append(chunk)
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
@@ -439,8 +491,21 @@ def _arrived(request: Any) -> None:
 # -- request bodies ------------------------------------------------------------------------
 
 
-async def _body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
+async def _body(request: Request | _RawRequest, limit: int) -> dict[str, Any]:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    if isinstance(request, _RawRequest):
+        raw = await request.body(limit)
+    else:
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            chunks.append(chunk)
+        raw = b"".join(chunks)
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -448,6 +513,14 @@ async def _body(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidInput("the body must be a JSON object", field="body")
     return body
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"the request body is larger than this deployment's max_body_bytes ({limit:,} bytes); "
+        "send fewer rows per request",
+        field="body",
+    )
 
 
 def _user(request: Request) -> str | None:
@@ -658,7 +731,8 @@ def app_from_env() -> ServingApp:
     client = Client(settings=Settings.from_env())
     runtime = DeploymentRuntime(client, spec, trusted=trusted)
     runtime.freeze_gc = True
-    return create_serving_app(runtime, close_client=True)
+    token = os.environ.get(TOKEN_ENV, "").strip() or None
+    return create_serving_app(runtime, close_client=True, token=token)
 
 
 # -- TCP_NODELAY ---------------------------------------------------------------------------

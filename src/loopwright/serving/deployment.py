@@ -145,6 +145,8 @@ class DeploymentSpec(_Section, YamlDocument):
     slo: CanarySLO | None = None
     log: LogSpec = LogSpec()
     watch_interval_s: float = Field(default=5.0, gt=0)
+    #: Larger request bodies are refused with 413 before they are read whole.
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
 
     @model_validator(mode="after")
     def _distinct_shadows(self) -> DeploymentSpec:
