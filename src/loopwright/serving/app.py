@@ -441,7 +441,7 @@ def _infer_params(path: str) -> dict[str, str]:
 class _RawRequest:
     """What the handlers read of a request (a Starlette Request offers the same)."""
 
-    __slots__ = ("_arrivals", "_headers", "path_params", "receive", "scope")
+    __slots__ = ("_arrivals", "path_params", "receive", "scope")
 
     def __init__(
         self, scope: Any, receive: Any, params: dict[str, str], arrivals: Arrivals
@@ -449,16 +449,12 @@ class _RawRequest:
         self.scope = scope
         self.receive = receive
         self.path_params = params
-        self._headers: dict[str, str] | None = None
         self._arrivals: Arrivals | None = arrivals
         arrivals.begin()
 
     @property
-    def headers(self) -> dict[str, str]:
-        if self._headers is None:  # ASGI servers send header names in lower case
-            self._headers = {k.decode("latin-1"): v.decode("latin-1")
-                             for k, v in self.scope["headers"]}  # fmt: skip
-        return self._headers
+    def headers(self) -> _RawHeaders:
+        return _RawHeaders(self.scope["headers"])
 
     async def body(self, limit: int) -> bytes:
         chunks: list[bytes] = []
@@ -482,6 +478,23 @@ class _RawRequest:
             self._arrivals = None
 
 
+class _RawHeaders:
+    """``get`` over the ASGI header list: a request reads two headers at most, so a scan beats
+    decoding them all into a dict (ASGI servers send names in lower case)."""
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self._raw = raw
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        key = name.lower().encode("latin-1")
+        for k, v in self._raw:
+            if k == key:
+                return v.decode("latin-1")
+        return default
+
+
 def _arrived(request: Any) -> None:
     arrived = getattr(request, "arrived", None)
     if arrived is not None:
@@ -492,7 +505,7 @@ def _arrived(request: Any) -> None:
 
 
 async def _body(request: Request | _RawRequest, limit: int) -> dict[str, Any]:
-    declared = request.headers.get("content-length", "")
+    declared = request.headers.get("content-length") or ""
     if declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
     if isinstance(request, _RawRequest):
