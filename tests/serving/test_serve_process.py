@@ -1,7 +1,9 @@
-"""``loopwright serve`` as a real process on 127.0.0.1: concurrent traffic, graceful shutdown."""
+"""``loopwright serve`` as a real process on 127.0.0.1: concurrent traffic, graceful shutdown,
+one native thread per worker unless the user chose."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -13,6 +15,7 @@ import pytest
 from tests.conftest import free_port
 from tests.serving.test_app import expected, records, register_store
 
+from loopwright.cli.serve import NATIVE_THREAD_ENVS
 from loopwright.serving.predlog import read_predictions
 
 
@@ -25,9 +28,14 @@ def test_serve_answers_concurrent_requests_and_flushes_on_stop(tmp_path: Path) -
     cmd = [str(Path(sys.executable).parent / "loopwright"), "serve", "churn@champion",
            "--tracking-uri", str(store.root), "--port", str(port),
            "--log-uri", str(tmp_path / "log")]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    env = {k: v for k, v in os.environ.items() if k not in NATIVE_THREAD_ENVS}
+    env["MKL_NUM_THREADS"] = "3"  # the user's choice stands; the others default to one
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         _wait_ready(url, proc, tmp_path / "serve.log")
+        threads = httpx.get(url + "/status", timeout=10).json()["native_threads"]
+        assert threads == {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+                           "MKL_NUM_THREADS": "3"}  # fmt: skip
         rows = records(store, 200)
         want = expected(store.v1, store, 200)
         with httpx.Client(base_url=url, timeout=30) as http:

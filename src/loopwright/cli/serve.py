@@ -198,6 +198,12 @@ def _settings(ctx: typer.Context) -> Settings:
     return ctx.find_root().obj.settings  # type: ignore[no-any-return]
 
 
+#: Thread pools of native libraries (OpenMP, OpenBLAS, MKL). A server sets each to one thread
+#: per worker unless it is set already: with micro-batching the batches are small, a pool per
+#: worker only fights the event loops for the cores, and ``--workers`` is the way to use more.
+NATIVE_THREAD_ENVS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def run_deployment(
     settings: Settings,
     spec: Any,
@@ -217,6 +223,8 @@ def run_deployment(
     from loopwright.server.main import settings_to_env
 
     os.environ.update(settings_to_env(settings))
+    for name in NATIVE_THREAD_ENVS:  # one native thread per worker, unless the user chose
+        os.environ.setdefault(name, "1")
     os.environ[DEPLOYMENT_ENV] = spec.to_yaml()
     os.environ[TRUSTED_ENV] = "1" if trusted else "0"
     with shared_metrics_dir(workers):

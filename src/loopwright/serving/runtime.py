@@ -732,6 +732,7 @@ class DeploymentRuntime:
             "errors": list(self.errors),
             "log": log_state,
             "worker": os.getpid(),
+            "native_threads": {name: os.environ.get(name) for name in _NATIVE_THREADS},
         }
 
     def _canary_status(self) -> dict[str, Any] | None:
@@ -755,6 +756,10 @@ class DeploymentRuntime:
             slot = route.lease.slot
             self.metrics.set_queue_depth(route.name, slot.version, slot.batcher.queue_depth)
         return self.metrics.render()
+
+
+#: The native thread-pool sizes a worker was started with (``/status`` shows them).
+_NATIVE_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 class _RequestIds:
