@@ -20,6 +20,7 @@ with :data:`EXIT_CODE` — so ``NotFound`` looks the same embedded, remote or on
     ├── IntegrityError        stored bytes do not match their digest
     ├── SchemaOutdated        the metadata store needs ``loopwright db upgrade``
     └── StoreUnavailable      the store or server cannot be reached
+        └── Overloaded        a model server's queue is full: retry later (503, Retry-After)
 
 A stray ``KeyError`` or ``ValueError`` is a bug and surfaces as a 500 / traceback, never as one of
 these.
@@ -110,6 +111,13 @@ class StoreUnavailable(LoopwrightError):
     code = "STORE_UNAVAILABLE"
 
 
+class Overloaded(StoreUnavailable):
+    """More requests are waiting for a model than its queue holds; ``retry_after_s`` says when
+    to come back. Refusing at once keeps latency bounded for the requests already admitted."""
+
+    code = "OVERLOADED"
+
+
 #: Exception class -> HTTP status. Read by the server (to answer) and the REST backend (to raise).
 HTTP_STATUS: dict[type[LoopwrightError], int] = {
     InvalidInput: 400,
@@ -126,6 +134,7 @@ HTTP_STATUS: dict[type[LoopwrightError], int] = {
     IntegrityError: 500,
     SchemaOutdated: 503,
     StoreUnavailable: 503,
+    Overloaded: 503,
     LoopwrightError: 500,
 }
 

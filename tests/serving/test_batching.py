@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loopwright.errors import StoreUnavailable
+from loopwright.errors import Overloaded, StoreUnavailable
 from loopwright.serving.batching import Arrivals, MicroBatcher
 from loopwright.serving.predictor import Rows
 
@@ -199,3 +199,30 @@ def test_numeric_rows_are_stacked_as_one_matrix_in_order() -> None:
     assert [a.tolist() for a in answers] == [[11.0 * i] * (1 + i % 2) for i in range(6)]
     assert all(isinstance(r, Rows) and r.columns is columns for r in seen)
     assert sum(len(r) for r in seen) == 9 and len(seen) < 6  # type: ignore[arg-type]
+
+
+def test_a_full_queue_refuses_at_once_and_admitted_requests_are_answered() -> None:
+    release = threading.Event()
+
+    def slow(frame: pd.DataFrame) -> np.ndarray:
+        release.wait(30)
+        return frame["x"].to_numpy() * 2
+
+    batcher = MicroBatcher(slow, max_batch_size=1, max_wait_ms=0, max_queue=2)
+
+    async def main() -> tuple[list[list[int]], Overloaded]:
+        running = asyncio.ensure_future(batcher.submit(one_row(1)))  # in the model
+        await asyncio.sleep(0.05)
+        queued = [asyncio.ensure_future(batcher.submit(one_row(x))) for x in (2, 3)]
+        await asyncio.sleep(0)
+        with pytest.raises(Overloaded) as refused:
+            await batcher.submit(one_row(4))
+        release.set()
+        answers = await asyncio.wait_for(asyncio.gather(running, *queued), 30)
+        await batcher.close()
+        return [a.tolist() for a in answers], refused.value
+
+    answers, refused = asyncio.run(main())
+    assert answers == [[2], [4], [6]]
+    assert refused.code == "OVERLOADED" and refused.details["retry_after_s"] == 1
+    assert "max_queue 2" in refused.message

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -250,3 +251,61 @@ def test_bodies_over_the_limit_are_refused_with_413_before_they_are_read(
     assert v2.status_code == 413 and "max_body_bytes" in v2.json()["error"]
     assert streamed.status_code == 413 and streamed.json()["error"]["field"] == "body"
     assert fits.status_code == 200
+
+
+def test_an_overloaded_model_answers_503_with_retry_after_and_keeps_the_admitted(
+    numeric_store: tuple[Path, Any, pd.DataFrame],
+) -> None:
+    root, model, X = numeric_store
+    spec = DeploymentSpec.from_dict({
+        "name": "scores-api", "model": "scores", "log": {"enabled": False},
+        "batching": {"executor": "thread", "max_batch_size": 1, "max_wait_ms": 0,
+                     "max_queue": 1},
+    })  # fmt: skip
+    client = Client(str(root), settings=Settings(capture_environment=False))
+    runtime = DeploymentRuntime(client, spec)
+    app = create_serving_app(runtime)
+    release, entered = threading.Event(), threading.Event()
+
+    async def main() -> tuple[list[httpx.Response], httpx.Response, str]:
+        async with app.router.lifespan_context(app):  # type: ignore[arg-type]
+            batcher = runtime.slot().batcher
+            real = batcher.predict
+
+            def held(rows: Any) -> Any:
+                entered.set()
+                release.wait(30)
+                return real(rows)
+
+            batcher.predict = held
+            transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+
+                def post(i: int) -> Any:
+                    return http.post("/predict", json={"records": [X.iloc[i].to_dict()]})
+
+                async def until(done: Any) -> None:
+                    for _ in range(3000):
+                        if done():
+                            return
+                        await asyncio.sleep(0.01)
+
+                admitted = [asyncio.ensure_future(post(0))]
+                await until(entered.is_set)  # the first is in the model...
+                admitted.append(asyncio.ensure_future(post(1)))
+                await until(lambda: batcher.queue_depth == 1)  # ...the second waits
+                refused = await post(2)  # the queue is full
+                release.set()
+                answers = await asyncio.wait_for(asyncio.gather(*admitted), 30)
+                return answers, refused, (await http.get("/metrics")).text
+
+    try:
+        answers, refused, metrics = asyncio.run(main())
+    finally:
+        release.set()
+        client.close()
+    assert [a.json()["predictions"][0] for a in answers] == model.predict(X.head(2)).tolist()
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    assert refused.json()["error"]["code"] == "OVERLOADED"
+    assert 'loopwright_requests_rejected_total{code="OVERLOADED"} 1' in metrics
+    assert 'loopwright_request_errors_total{route="champion",version="1"} 0' in metrics

@@ -71,6 +71,7 @@ from loopwright.errors import (
     LoopwrightError,
     ModelError,
     NotFound,
+    Overloaded,
     PayloadTooLarge,
     StoreUnavailable,
     Unauthenticated,
@@ -216,6 +217,9 @@ class _Api:
         answer = _json(body, http_status(exc), rid)
         if isinstance(exc, Unauthenticated):
             answer.headers["WWW-Authenticate"] = 'Bearer realm="loopwright-serving"'
+        retry = exc.details.get("retry_after_s")
+        if isinstance(exc, Overloaded) and retry is not None:
+            answer.headers["Retry-After"] = str(retry)
         return answer
 
     def _authorize(self, request: Request) -> None:

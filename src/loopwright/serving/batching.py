@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from loopwright.errors import StoreUnavailable
+from loopwright.errors import Overloaded, StoreUnavailable
 
 __all__ = ["EXECUTORS", "Arrivals", "MicroBatcher"]
 
@@ -108,6 +108,7 @@ class MicroBatcher:
         *,
         run: str = "thread",
         arrivals: Arrivals | None = None,
+        max_queue: int | None = None,
     ) -> None:
         if max_batch_size < 1 or max_wait_ms < 0:
             raise ValueError("max_batch_size must be >= 1 and max_wait_ms >= 0")
@@ -118,6 +119,7 @@ class MicroBatcher:
         self.max_wait_ms = max_wait_ms
         self.inline = run == "inline"
         self.arrivals = arrivals
+        self.max_queue = max_queue
         self.on_batch: Callable[[int], None] | None = None
         self.batches = 0
         self.rows = 0
@@ -140,6 +142,12 @@ class MicroBatcher:
         """The result for ``frame``'s rows, in order, once its batch has been predicted."""
         if self._closed:
             raise StoreUnavailable("the model is being unloaded; retry the request")
+        if self.max_queue is not None and len(self._pending) >= self.max_queue:
+            raise Overloaded(
+                f"{len(self._pending)} requests are already waiting for this model (max_queue "
+                f"{self.max_queue}); retry in a moment",
+                retry_after_s=1,
+            )
         loop = asyncio.get_running_loop()
         self._bind(loop)
         request = _Request(frame, loop.create_future(), loop.time())

@@ -78,8 +78,10 @@ class _Section(BaseModel):
 
 
 class Batching(_Section):
-    """How long a request may wait for others (``max_wait_ms``), how many rows go at once, and
-    where the model runs (``executor``, see :mod:`loopwright.serving.batching`).
+    """How long a request may wait for others (``max_wait_ms``), how many rows go at once,
+    where the model runs (``executor``, see :mod:`loopwright.serving.batching`) and how many
+    requests may queue (``max_queue``: a full queue refuses at once rather than letting every
+    request's latency grow without bound).
 
     ``auto`` runs scikit-learn models on the event loop (``inline``: their small-batch
     ``predict`` is mostly Python holding the GIL, so a worker thread only adds hand-overs) and
@@ -89,6 +91,8 @@ class Batching(_Section):
     max_batch_size: int = Field(default=32, ge=1)
     max_wait_ms: float = Field(default=2.0, ge=0)
     executor: Literal["auto", "thread", "inline"] = "auto"
+    #: Requests that may wait for a batch; beyond, a request is refused with 503 OVERLOADED.
+    max_queue: int = Field(default=1024, ge=1)
 
 
 class Canary(_Section):

@@ -283,6 +283,7 @@ class ModelSlot:
             max_wait_ms=batching.max_wait_ms,
             run=run,
             arrivals=arrivals,
+            max_queue=batching.max_queue,
         )
 
     def __repr__(self) -> str:

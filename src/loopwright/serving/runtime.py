@@ -42,6 +42,7 @@ from loopwright.errors import (
     LoopwrightError,
     ModelError,
     NotFound,
+    Overloaded,
 )
 from loopwright.governance.audit import acting_as
 from loopwright.serving.batching import Arrivals
@@ -348,6 +349,8 @@ class DeploymentRuntime:
         lease = route.lease
         try:
             result = await self._call(lease, frame)
+        except Overloaded:
+            raise  # refused before the model: counted as a rejection, not as the route's error
         except Exception as exc:
             error = _as_loopwright_error(exc)
             latency = self._observe(route.name, lease.slot, rid, frame, None, started, error, False)
