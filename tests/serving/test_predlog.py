@@ -386,3 +386,33 @@ def test_max_buffer_counts_rows_of_answers_and_keeps_the_newest(tmp_path: Path) 
     assert (log.pending, log.dropped) == (3, 2)  # "old" went whole
     assert log.flush() == 3
     assert sorted(read_predictions(str(tmp_path))["request_id"]) == ["mid", "new/0", "new/1"]
+
+
+DAY_MS = 24 * HOUR_MS
+
+
+def test_reads_open_only_the_partitions_that_can_hold_the_rows(tmp_path: Path) -> None:
+    """A day's read never opens another day's files: files planted in other partitions are
+    unreadable, and only a read that reaches them fails."""
+    log = PredictionLog(str(tmp_path), "churn-api")
+    log.append([record(i, ts=T0 + i * DAY_MS) for i in range(3)])  # three days, one row each
+    log.append([{**record(9, ts=T0), "request_id": "other"}])
+    assert log.flush() == 4
+    labels = LabelStore(str(tmp_path))
+    labels.add([{"request_id": f"r{i}", "label": i, "ts": T0 + i * DAY_MS} for i in range(3)])
+    for kind, partition in [
+        ("predictions", "deployment=churn-api/date=2024-04-20/hour=10"),
+        ("labels", "date=2024-04-20"),
+    ]:  # garbage in an old partition, named like a real file
+        bad = tmp_path / kind / partition
+        bad.mkdir(parents=True)
+        (bad / "part-1-bad.parquet").write_bytes(b"PAR1 not parquet at all PAR1")
+
+    day1 = read_predictions(str(tmp_path), "churn-api", T0 + DAY_MS, T0 + 2 * DAY_MS)
+    assert list(day1["request_id"]) == ["r1"]
+    since = read_labels(str(tmp_path), since_ms=T0 + DAY_MS)
+    assert sorted(since["request_id"]) == ["r1", "r2"]
+    with pytest.raises(Exception):  # noqa: B017 -- reading everything meets the garbage
+        read_predictions(str(tmp_path), "churn-api")
+    with pytest.raises(Exception):  # noqa: B017
+        read_labels(str(tmp_path))

@@ -138,6 +138,11 @@ class WindowResult:
         return asdict(self)
 
 
+#: Labels are partitioned by their own ``ts``: a run reads those stamped from a day before its
+#: oldest window on (a label stamped earlier than that is taken for one of an older window).
+LABEL_SLACK_MS = 24 * HOUR_MS
+
+
 @dataclass
 class _Run:
     """Everything one ``run`` call reads once and shares between its windows."""
@@ -147,6 +152,7 @@ class _Run:
     size: int
     uri: str
     labels: pd.DataFrame | None = None
+    labels_since: int | None = None  # the oldest label date partition worth reading
     versions: dict[tuple[str, int], Any] = field(default_factory=dict)
     hours: list[int] = field(default_factory=list)  # hour partitions of the log (see _read)
     chunk: tuple[int, int, pd.DataFrame] | None = None  # the log read once for short windows
@@ -256,6 +262,8 @@ class MonitorService:
             raise InvalidInput("recompute_labels must be >= 0", field="recompute_labels")
         recent = sorted(s for s in done if s < last_end)[-keep:] if keep else []
         total = len(todo) + len(recent)
+        if todo or recent:  # labels of older predictions cannot change these windows
+            ctx.labels_since = min([*todo, *recent]) - LABEL_SLACK_MS
         for start in recent:
             result = self._recompute(ctx, deployment, start)
             if result is not None:
@@ -273,7 +281,7 @@ class MonitorService:
         if ctx.labels is None:
             from loopwright.serving.predlog import read_labels
 
-            ctx.labels = read_labels(ctx.uri)
+            ctx.labels = read_labels(ctx.uri, since_ms=ctx.labels_since)
         return ctx.labels
 
     def _recompute(self, ctx: _Run, deployment: str, start: int) -> WindowResult | None:

@@ -628,24 +628,47 @@ def read_predictions(
     start_ms: int | None = None,
     end_ms: int | None = None,
 ) -> pd.DataFrame:
-    """Logged predictions, optionally of one deployment and within ``[start_ms, end_ms)``."""
+    """Logged predictions, optionally of one deployment and within ``[start_ms, end_ms)``.
+
+    Only the partitions that can hold such rows are opened (deployment, then UTC dates), so a
+    day's read costs a day's files however long the log grows.
+    """
     hive = pa.schema([("deployment", pa.string()), ("date", pa.string()), ("hour", pa.string())])
-    condition = None
+    partition = None
     if deployment is not None:
-        condition = _and(condition, ds.field("deployment") == deployment)
+        partition = _and(partition, ds.field("deployment") == deployment)
+    partition = _dates(partition, start_ms, end_ms)
+    condition = partition
     if start_ms is not None:
         condition = _and(condition, ds.field("ts") >= pa.scalar(start_ms, _TS))
     if end_ms is not None:
         condition = _and(condition, ds.field("ts") < pa.scalar(end_ms, _TS))
-    table = _read(uri, "predictions", hive, PREDICTION_SCHEMA, condition)
+    table = _read(uri, "predictions", hive, PREDICTION_SCHEMA, condition, partition)
     return table.drop_columns(["date", "hour"]).to_pandas()
 
 
-def read_labels(uri: str) -> pd.DataFrame:
-    """Every stored label (all versions; :func:`join_labels` keeps the latest per request)."""
+def read_labels(uri: str, since_ms: int | None = None) -> pd.DataFrame:
+    """Stored labels (all versions; :func:`join_labels` keeps the latest per request).
+
+    ``since_ms``: only the date partitions from that UTC day on (labels are partitioned by their
+    own ``ts``), for readers that know how old the predictions they label can be.
+    """
     hive = pa.schema([("date", pa.string())])
-    table = _read(uri, "labels", hive, LABEL_SCHEMA, None)
+    partition = _dates(None, since_ms, None)
+    table = _read(uri, "labels", hive, LABEL_SCHEMA, partition, partition)
     return table.drop_columns(["date"]).to_pandas()
+
+
+def _dates(
+    condition: ds.Expression | None, start_ms: int | None, end_ms: int | None
+) -> ds.Expression | None:
+    """``condition`` and the ``date`` partitions (``YYYY-MM-DD``, ordered as strings) that
+    overlap ``[start_ms, end_ms)``."""
+    if start_ms is not None:
+        condition = _and(condition, ds.field("date") >= _partition(start_ms)[0])
+    if end_ms is not None:
+        condition = _and(condition, ds.field("date") <= _partition(max(end_ms - 1, 0))[0])
+    return condition
 
 
 def join_labels(predictions: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
@@ -672,7 +695,10 @@ def _read(
     hive: pa.Schema,
     base: pa.Schema,
     condition: ds.Expression | None,
+    partition: ds.Expression | None = None,
 ) -> pa.Table:
+    """The rows of ``kind`` matching ``condition``; only files in partitions matching
+    ``partition`` are opened (their footers give the unified schema)."""
     root = _Dir(uri)
     path = root.path(kind)
     empty = pa.Table.from_batches([], schema=_with(base, hive))
@@ -683,14 +709,16 @@ def _read(
         "format": "parquet",
         "filesystem": root.fs,
         "partitioning": partitioning,
-        "ignore_prefixes": _IGNORE_PREFIXES,
     }
-    found = ds.dataset(path, **options)
-    if not found.files:
+    # (a schema given up front: discovery lists the files but opens none of them)
+    found = ds.dataset(path, schema=empty.schema, ignore_prefixes=_IGNORE_PREFIXES, **options)
+    fragments = list(found.get_fragments(filter=partition))
+    if not fragments:
         return empty
-    schemas = [fragment.physical_schema for fragment in found.get_fragments()]
-    schema = _with(_unify(base, schemas), hive)
-    return ds.dataset(path, schema=schema, **options).to_table(filter=condition)
+    schema = _with(_unify(base, (f.physical_schema for f in fragments)), hive)
+    chosen = ds.dataset([f.path for f in fragments], schema=schema, partition_base_dir=path,
+                        **options)  # fmt: skip
+    return chosen.to_table(filter=condition)
 
 
 def _with(schema: pa.Schema, hive: pa.Schema) -> pa.Schema:
