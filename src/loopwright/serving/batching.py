@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -317,15 +318,23 @@ def _combine(frames: list[Any]) -> Any:
 
 
 def _split(result: Any, sizes: list[int]) -> list[Any]:
-    """``result`` (an array or a tuple of arrays) cut into consecutive pieces of ``sizes``."""
-    bounds = np.cumsum(sizes)[:-1]
+    """``result`` (an array or a tuple of arrays) cut into consecutive pieces of ``sizes``
+    (plain slices: ``np.split`` costs more than the model's share of a small request)."""
+    bounds = [0]
+    for size in sizes:
+        bounds.append(bounds[-1] + size)
+    spans = list(itertools.pairwise(bounds))
     if isinstance(result, tuple):
         columns = [
-            [None] * len(sizes) if part is None else np.split(np.asarray(part), bounds)
+            [None] * len(sizes) if part is None else _pieces(np.asarray(part), spans)
             for part in result
         ]
         return [tuple(pieces) for pieces in zip(*columns, strict=True)]
-    return list(np.split(np.asarray(result), bounds))
+    return _pieces(np.asarray(result), spans)
+
+
+def _pieces(array: np.ndarray, spans: list[tuple[int, int]]) -> list[np.ndarray]:
+    return [array[a:b] for a, b in spans]
 
 
 def _fail(batch: list[_Request], exc: Exception) -> None:

@@ -53,7 +53,7 @@ class Rows:
         self.columns = columns
 
     def __len__(self) -> int:
-        return int(self.values.shape[0])
+        return len(self.values)
 
     def __repr__(self) -> str:
         return f"Rows({len(self)} x {len(self.columns)})"
@@ -93,10 +93,23 @@ def validate_records(records: Any, signature: Signature | None, field: str = "re
 _NUMERIC = {"float64"}
 
 
+#: id(signature) -> (signature, its input names if all are float64): asked on every request,
+#: answered once per signature (a served version keeps its one Signature object).
+_FLOAT_NAMES: dict[int, tuple[Signature, list[str] | None]] = {}
+
+
 def _all_float(signature: Signature | None) -> list[str] | None:
-    if signature is None or not all(s.type in _NUMERIC for s in signature.inputs):
+    if signature is None:
         return None
-    return signature.input_names
+    known = _FLOAT_NAMES.get(id(signature))
+    if known is not None and known[0] is signature:
+        return known[1]
+    names = signature.input_names
+    floats = names if all(s.type in _NUMERIC for s in signature.inputs) else None
+    if len(_FLOAT_NAMES) > 256:
+        _FLOAT_NAMES.clear()
+    _FLOAT_NAMES[id(signature)] = (signature, floats)
+    return floats
 
 
 def _numeric_rows(records: list[Any], signature: Signature | None) -> Rows | None:
