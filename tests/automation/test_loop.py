@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from loopwright.automation import describe
+from loopwright.errors import InvalidInput
 from tests.automation.conftest import DAY, DAY0, HOUR, MODEL, World
 
 
@@ -295,3 +296,42 @@ def test_the_approval_path_on_postgresql(pg_url: str, tmp_path: Path) -> None:
         assert world.client.registry.verify_audit().ok
     finally:
         world.client.close()
+
+
+def test_a_logged_reference_profile_is_the_traffic_the_challenger_learned_from(
+    world: World,
+) -> None:
+    served = world.serve(1, n=400)  # the new normal, labelled
+    controller = world.controller()
+    policy = world.policy(data__reference_profile="logged")
+    events = controller.trigger(policy, "re-baseline", now_ms=DAY0 + 2 * DAY)
+    trained, registered = events[2].detail, events[3].detail
+    assert trained["profile"]["source"] == "logged" and trained["profile"]["rows"] == 400
+    assert registered["reference_profile"]["source"] == "logged"
+    assert "drift reference: logged (400 rows)" in events[3].reason
+
+    profile, source = world.client.monitor.store.get_reference_profile(
+        MODEL, registered["version"], "features"
+    )
+    assert source == "reference_data" and profile["rows"] == 400
+    x1 = next(f for f in profile["features"] if f["name"] == "x1")
+    assert x1["mean"] == pytest.approx(served["x1"].mean())  # not the 800 reference rows'
+
+
+def test_too_little_logged_traffic_falls_back_to_the_training_profile_and_says_so(
+    world: World,
+) -> None:
+    world.serve(1, n=150)
+    policy = world.policy(data__reference_profile="logged", data__min_profile_rows=200)
+    events = world.controller().trigger(policy, "re-baseline", now_ms=DAY0 + 2 * DAY)
+    profile = events[2].detail["profile"]
+    assert profile["source"] == "training" and "only 150 logged rows" in profile["why"]
+    assert "drift reference: training" in events[3].reason
+    stored, _ = world.client.monitor.store.get_reference_profile(MODEL, 2, "features")
+    assert stored["rows"] > 150  # the whole training set's
+
+
+def test_reference_profile_must_be_training_or_logged(world: World) -> None:
+    with pytest.raises(InvalidInput) as err:
+        world.policy(data__reference_profile="yesterday")
+    assert err.value.field == "data.reference_profile"

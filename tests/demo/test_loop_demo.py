@@ -20,7 +20,7 @@ from loopwright.errors import InvalidInput
 @pytest.mark.slow
 def test_the_loop_detects_retrains_and_promotes_a_better_model(tmp_path: Path) -> None:
     root = tmp_path / "demo"
-    result = run_demo(root, days=10, per_day=1_000, console=Console(file=io.StringIO()))
+    result = run_demo(root, days=11, per_day=1_000, console=Console(file=io.StringIO()))
 
     # drift: found on what the scenario moved, never on what it kept still
     assert result.drifted_features & set(STABLE) == set()
@@ -30,7 +30,11 @@ def test_the_loop_detects_retrains_and_promotes_a_better_model(tmp_path: Path) -
     # an alert fired, a retrain happened, the challenger was promoted through bob's approval
     assert [a["rule"] for a in result.alerts if a.get("action") == "fire"] == ["input-drift"]
     assert result.retrained == [2]
-    assert result.promoted == 2
+    assert result.promoted == 2 and result.promoted_day is not None
+    # v2's reference is the new normal it was trained on: once it answers, the alert resolves
+    (resolved,) = [a for a in result.alerts if a.get("action") == "resolve"]
+    assert resolved["rule"] == "input-drift" and resolved["day"] > result.promoted_day
+    assert len(result.drifted_by_day[11]) <= 2  # drift share under the rule's 0.3
     (comparison,) = result.comparisons
     assert comparison["better"] and comparison["challenger_value"] > comparison["champion_value"]
     # and it really is better on the drifted traffic, re-scored on the same labelled requests
@@ -40,9 +44,10 @@ def test_the_loop_detects_retrains_and_promotes_a_better_model(tmp_path: Path) -
     assert json.loads((root / "story.json").read_text())["promoted"] == 2
 
     # the CLI tells the same story: drift verdicts per feature, and the loop's steps
+    day6 = "2026-01-11T00:00:00Z"  # day 6: the drifted traffic, before the retrain
     report = CliRunner().invoke(
-        app, ["--tracking-uri", str(root), "monitor", "report", "credit-api", "--out",
-              str(tmp_path / "r.html")], env={"COLUMNS": "200"}
+        app, ["--tracking-uri", str(root), "monitor", "report", "credit-api", "--start", day6,
+              "--out", str(tmp_path / "r.html")], env={"COLUMNS": "200"}
     )  # fmt: skip
     assert report.exit_code == 0, report.output
     verdicts = {line.split()[0]: line.split()[1] for line in report.output.splitlines()[1:10]}

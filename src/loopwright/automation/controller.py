@@ -357,6 +357,7 @@ class LoopController:
             return
         detail = {
             "run_id": run_id,
+            "profile": self._profile_source(policy, parts),
             "experiment": policy.experiment,
             "executor": executor.name,
             "entry_point": policy.train.entry_point,
@@ -534,23 +535,48 @@ class LoopController:
     def _register(self, t: _Tick, cycle: Cycle) -> None:
         model, run_id = t.policy.model, cycle.get("trained", "run_id")
         existing = self.registry.search_versions(model, run_id=run_id)
+        profile = cycle.get("trained", "profile") or {"source": "training"}
         if existing:
             mv = existing[0]
         else:
             trigger = cycle.get("triggered", "trigger", "manual")
+            digest = profile.get("digest")
             mv = self.registry.register(
                 model,
                 run_id,
                 description=f"retrained by the loop (cycle {cycle.id}, trigger: {trigger})",
                 tags={"lw.loop.cycle": cycle.id, "lw.loop.trigger": trigger},
+                reference_data=None if digest is None else self.registry.load_dataset(digest),
             )
+        reason = f"{mv.uri} from run {run_id}; drift reference: {profile['source']}"
+        if profile.get("rows") is not None:
+            reason += f" ({profile['rows']} rows)"
+        if profile.get("why"):
+            reason += f" ({profile['why']})"
         self._record(
             t,
             "registered",
             cycle.id,
-            {"version": mv.version, "run_id": run_id},
-            f"{mv.uri} from run {run_id}",
+            {"version": mv.version, "run_id": run_id, "reference_profile": profile},
+            reason,
         )
+
+    def _profile_source(self, policy: RetrainPolicy, parts: Any) -> dict[str, Any]:
+        """Where the new version's drift reference comes from (see ``data.reference_profile``);
+        the logged rows are kept as a dataset so registration, maybe a tick later, finds them."""
+        if policy.data.reference_profile == "training":
+            return {"source": "training"}
+        rows = _rows(parts.logged)
+        if rows < policy.data.min_profile_rows:
+            return {"source": "training", "why": f"only {rows} logged rows, fewer than "
+                    f"data.min_profile_rows ({policy.data.min_profile_rows})"}  # fmt: skip
+        features = parts.logged.drop(columns=[policy.data.label_column], errors="ignore")
+        digest = self.registry.register_dataset(
+            features,
+            f"{policy.model}-retrain-logged-reference",
+            source=f"{policy.deployment} labelled traffic, last {policy.data.window}",
+        )
+        return {"source": "logged", "digest": digest, "rows": rows}
 
     def _gates(self, t: _Tick, cycle: Cycle) -> None:
         from loopwright.registry.service import policy_digest

@@ -17,6 +17,7 @@
       include_logged: true                # + labelled traffic from the prediction log
       window: 7d
       label_column: churned
+      reference_profile: logged           # drift reference of the new version (default: training)
     challenger:
       mode: shadow                        # or canary (the deployment routes `weight` to it)
       alias: challenger
@@ -182,6 +183,13 @@ class DataSpec(_Section):
     window: Duration = "7d"
     label_column: str = "label"
     log_uri: str | None = None  # default: <tracking directory>/predictions, as serving writes
+    #: What the new version's drift reference profile is computed from: its whole training set
+    #: (``training``), or only the labelled traffic of ``window`` it was trained on (``logged``:
+    #: once it is promoted, drift is measured against the new normal that made it necessary,
+    #: so the drift alert that triggered the retrain can resolve). ``logged`` falls back to the
+    #: training set, and says so, when fewer than ``min_profile_rows`` rows were logged.
+    reference_profile: Literal["training", "logged"] = "training"
+    min_profile_rows: int = Field(default=200, ge=1)
 
     @model_validator(mode="after")
     def _some_data(self) -> DataSpec:

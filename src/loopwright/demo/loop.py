@@ -15,7 +15,9 @@ What happens, in order (every step is a real call of the public SDK or the servi
    newly labelled traffic, registers v2, evaluates the gates, and sets the ``challenger`` alias;
    the deployment's shadow route picks it up. Once the challenger has answered enough labelled
    traffic, the controller compares it with the champion on the same requests and asks for the
-   promotion; bob approves; the champion route swaps to v2.
+   promotion; bob approves; the champion route swaps to v2. v2's drift reference is the labelled
+   traffic it was trained on (``data.reference_profile: logged``), so once it answers, drift is
+   measured against the new normal and the ``input-drift`` alert resolves.
 5. The story, the report path and the audit-chain check are printed at the end.
 
 Deterministic for a seed (times are simulated; the only wall-clock values are run durations).
@@ -72,7 +74,8 @@ model: credit-risk
 deployment: credit-api
 triggers: {alerts: [input-drift, auc-drop]}
 train: {entry_point: "loopwright.demo.loop:train_challenger"}
-data: {reference: credit-train, include_logged: true, window: 4d, label_column: default}
+data: {reference: credit-train, include_logged: true, window: 2d, label_column: default,
+       reference_profile: logged}
 challenger: {mode: shadow, alias: challenger, min_requests: 600, min_labels: 300,
              metric: roc_auc, margin: 0.01}
 promote: {alias: champion}
@@ -383,6 +386,15 @@ def _finish(client: Client, result: DemoResult, console: Console) -> None:
     if result.promoted is not None:
         console.print(
             f"  promoted: v{result.promoted} became champion on day {result.promoted_day}"
+        )
+    for a in result.alerts:
+        if a.get("action") in ("fire", "resolve"):
+            verb = "fired" if a["action"] == "fire" else "resolved"
+            console.print(f"  alert {a.get('rule')} {verb} on day {a['day']}")
+    if result.promoted is not None and any(a.get("action") == "resolve" for a in result.alerts):
+        console.print(
+            f"  (v{result.promoted}'s drift reference is the labelled traffic it was trained on: "
+            "the new normal, so the drift that triggered the retrain is answered)"
         )
     if result.auc:
         console.print(

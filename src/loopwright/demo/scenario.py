@@ -2,13 +2,13 @@
 
 Day 0 is the training population (the quickstart uses it too).
 From ``drift_start`` the applicant mix shifts gradually: incomes fall and debt ratios rise a little
-every day (covariate drift; the risk function is unchanged, so a good model degrades only a
-little). On ``shock_day`` a new lending product arrives: ``purpose = "bnpl"`` (buy now, pay later),
-a category the model has never seen, taken by a fifth of applicants, whose defaults also depend
-much more on ``utilization`` (concept drift). A model trained before the shock scores these
-applicants as if they were ordinary ones; a model retrained on labelled traffic after it learns
-the new risk. ``age``, ``credit_lines``, ``employment_years`` and ``home_ownership`` never move:
-a drift detector that flags them is wrong.
+every day until ``settle_day``, then hold at that new level (covariate drift; the risk function is
+unchanged, so a good model degrades only a little). On ``shock_day`` a new lending product
+arrives: ``purpose = "bnpl"`` (buy now, pay later), a category the model has never seen, taken by
+a fifth of applicants, whose defaults also depend much more on ``utilization`` (concept drift). A
+model trained before the shock scores these applicants as if they were ordinary ones; a model
+retrained on labelled traffic after it learns the new risk. ``age``, ``credit_lines``,
+``employment_years`` and ``home_ownership`` never move: a drift detector that flags them is wrong.
 """
 
 from __future__ import annotations
@@ -31,14 +31,15 @@ class Scenario:
     """When the population starts to move, how fast, and when the shock lands."""
 
     drift_start: int = 3
+    settle_day: int = 5  # the last day the mix moves: a new normal from then on
     shock_day: int = 5
     income_fall_per_day: float = 0.035  # log-income drops by this much a day
     debt_rise_per_day: float = 0.02  # debt ratios rise by this much a day
     bnpl_share: float = 0.25
 
     def shift(self, day: int) -> float:
-        """Days of gradual drift so far."""
-        return float(max(0, day - self.drift_start + 1))
+        """Days of gradual drift so far (it stops growing after ``settle_day``)."""
+        return float(max(0, min(day, self.settle_day) - self.drift_start + 1))
 
     def shocked(self, day: int) -> bool:
         return day >= self.shock_day
