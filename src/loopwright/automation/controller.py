@@ -274,7 +274,12 @@ class LoopController:
 
     def _new_labels(self, policy: RetrainPolicy, since_ms: int, now_ms: int) -> int:
         from loopwright.monitoring.config import duration_ms
-        from loopwright.serving.predlog import join_labels, read_labels, read_predictions
+        from loopwright.serving.predlog import (
+            LABEL_SLACK_MS,
+            join_labels,
+            read_labels,
+            read_predictions,
+        )
 
         uri = self._log_uri(policy)
         start = now_ms - duration_ms(policy.data.window, "data.window")
@@ -282,7 +287,8 @@ class LoopController:
         if served.empty:
             return 0
         served = served[~served["shadow"].fillna(False).astype(bool) & served["error"].isna()]
-        joined = join_labels(served.drop_duplicates("request_id"), read_labels(uri))
+        labels = read_labels(uri, since_ms=start - LABEL_SLACK_MS)
+        joined = join_labels(served.drop_duplicates("request_id"), labels)
         ts = joined["label_ts"]
         lo, hi = _ts(since_ms), _ts(now_ms)
         return int((joined["label"].notna() & (ts > lo) & (ts <= hi)).sum())
@@ -729,13 +735,19 @@ class LoopController:
 
     def _log(self, policy: RetrainPolicy, since_ms: int, now_ms: int) -> pd.DataFrame:
         """The deployment's log since the challenger went live, with the labels known by now."""
-        from loopwright.serving.predlog import join_labels, read_labels, read_predictions
+        from loopwright.serving.predlog import (
+            LABEL_SLACK_MS,
+            join_labels,
+            read_labels,
+            read_predictions,
+        )
 
         uri = self._log_uri(policy)
-        served = read_predictions(uri, policy.deployment, since_ms - LOOKBACK_MS, now_ms + 1)
+        start = since_ms - LOOKBACK_MS
+        served = read_predictions(uri, policy.deployment, start, now_ms + 1)
         if served.empty:
             return served
-        joined = join_labels(served, read_labels(uri))
+        joined = join_labels(served, read_labels(uri, since_ms=start - LABEL_SLACK_MS))
         late = joined["label_ts"] > _ts(now_ms)
         joined.loc[late, ["label", "label_value"]] = None
         return joined

@@ -79,13 +79,18 @@ def labelled_traffic(
     label_column: str,
 ) -> pd.DataFrame:
     """Answered requests of ``[start_ms, now_ms)`` with a label that arrived by ``now_ms``."""
-    from loopwright.serving.predlog import join_labels, read_labels, read_predictions
+    from loopwright.serving.predlog import (
+        LABEL_SLACK_MS,
+        join_labels,
+        read_labels,
+        read_predictions,
+    )
 
     served = read_predictions(log_uri, deployment, start_ms, now_ms)
     if served.empty:
         return pd.DataFrame()
     served = served[~served["shadow"].fillna(False).astype(bool) & served["error"].isna()]
-    joined = join_labels(served, read_labels(log_uri))
+    joined = join_labels(served, read_labels(log_uri, since_ms=start_ms - LABEL_SLACK_MS))
     arrived = joined["label"].notna() & (
         joined["label_ts"] <= pd.Timestamp(now_ms, unit="ms", tz="UTC")
     )

@@ -355,7 +355,7 @@ def _finish(client: Client, result: DemoResult, console: Console) -> None:
     last = EPOCH_MS + result.days * DAY_MS
     frame = join_labels(
         read_predictions(log_uri, DEPLOYMENT, last - 3 * DAY_MS, last + DAY_MS),
-        read_labels(log_uri),
+        read_labels(log_uri, since_ms=last - 4 * DAY_MS),
     )
     versions = sorted({1, *result.retrained})
     result.auc = _auc_by_version(client, frame, versions)

@@ -138,11 +138,6 @@ class WindowResult:
         return asdict(self)
 
 
-#: Labels are partitioned by their own ``ts``: a run reads those stamped from a day before its
-#: oldest window on (a label stamped earlier than that is taken for one of an older window).
-LABEL_SLACK_MS = 24 * HOUR_MS
-
-
 @dataclass
 class _Run:
     """Everything one ``run`` call reads once and shares between its windows."""
@@ -263,6 +258,8 @@ class MonitorService:
         recent = sorted(s for s in done if s < last_end)[-keep:] if keep else []
         total = len(todo) + len(recent)
         if todo or recent:  # labels of older predictions cannot change these windows
+            from loopwright.serving.predlog import LABEL_SLACK_MS
+
             ctx.labels_since = min([*todo, *recent]) - LABEL_SLACK_MS
         for start in recent:
             result = self._recompute(ctx, deployment, start)

@@ -88,6 +88,12 @@ LABEL_SCHEMA = pa.schema(
 
 _IGNORE_PREFIXES = [".", "_"]
 
+#: Labels are partitioned by their own ``ts``, normally the time they were posted, after the
+#: prediction they label. Readers of the predictions from ``start`` on read the labels from a day
+#: before it (``read_labels(uri, since_ms=start - LABEL_SLACK_MS)``): a label stamped earlier than
+#: that is taken for one of older predictions.
+LABEL_SLACK_MS = 24 * 3_600_000
+
 
 @dataclass(slots=True, eq=False)
 class Answer:
