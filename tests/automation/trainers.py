@@ -23,3 +23,17 @@ def fit_bad(data: Any) -> Any:
 
 def fit_fails(data: Any) -> Any:
     raise RuntimeError("the training job ran out of patience")
+
+
+def fit_held(data: Any) -> Any:
+    """``fit_good``, but first waits while the file named by ``params.hold`` exists (bounded), so
+    a test can keep a controller inside its training run; writes ``params.started`` on entry."""
+    import time
+    from pathlib import Path
+
+    Path(data.params["started"]).write_text("training")
+    hold = Path(data.params["hold"])
+    deadline = time.monotonic() + 120
+    while hold.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return fit_good(data)

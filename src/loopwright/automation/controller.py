@@ -14,6 +14,14 @@ where its last recorded step left it. The steps that create things look for what
 have left before creating it again: a finished run tagged with the cycle id, a version of that
 run, an evaluation under the current gate policy, an open promotion request.
 
+**One controller per model at a time.** Every tick first takes the lease ``loop:<model>`` in the
+metadata database (:mod:`loopwright.backends.sql.leases`) and renews it from a heartbeat thread
+while it works, so two controllers (processes or machines on one store) never train the same
+model at once: the second one's tick returns a ``busy`` event (not recorded) naming the holder.
+A controller that dies stops renewing; after ``lease_ttl_s`` the next tick takes over, and a
+training run the dead one left RUNNING is marked FAILED (``orphaned``, recorded as a
+``loop.orphaned`` step) before the cycle trains again.
+
 What the controller changes goes through the registry's own rules: the challenger alias and the
 promotion are ``registry.set_alias`` calls, so protected aliases need passed gates and granted
 approvals exactly as for a person. A deployment that lists the challenger alias among its
@@ -22,9 +30,15 @@ approvals exactly as for a person. A deployment that lists the challenger alias 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
+import os
+import socket
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -58,7 +72,12 @@ if TYPE_CHECKING:
     from loopwright.registry.service import RegistryService
     from loopwright.tracking.run import ActiveRun
 
-__all__ = ["LoopController"]
+__all__ = ["DEFAULT_LEASE_TTL_S", "LoopController"]
+
+log = logging.getLogger("loopwright.automation")
+
+#: How long a controller's lease on a model lasts without renewal (renewed every third of it).
+DEFAULT_LEASE_TTL_S = 60.0
 
 DAY_MS = 86_400_000
 #: The prediction log is read from this long before the challenger went live: the version filter
@@ -95,10 +114,27 @@ class LoopController:
     Constructing only stores; :meth:`tick` and :meth:`trigger` act.
     """
 
-    def __init__(self, client: Client, *, executor: str | Executor | None = None) -> None:
+    def __init__(
+        self,
+        client: Client,
+        *,
+        executor: str | Executor | None = None,
+        lease_ttl_s: float = DEFAULT_LEASE_TTL_S,
+    ) -> None:
+        if isinstance(lease_ttl_s, bool) or not isinstance(lease_ttl_s, int | float):
+            raise InvalidInput("lease_ttl_s must be a number of seconds", field="lease_ttl_s")
+        if not 0.1 <= lease_ttl_s <= 86_400:
+            raise InvalidInput(
+                f"lease_ttl_s must be between 0.1 and 86400 seconds, got {lease_ttl_s}",
+                field="lease_ttl_s",
+            )
         self.client = client
         self._override = executor
         self._executors: dict[str, Executor] = {}
+        self.lease_ttl_ms = int(lease_ttl_s * 1000)
+        #: Who this controller is in a lease: host, process and a random token.
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._leases: Any = None
 
     def __repr__(self) -> str:
         return f"LoopController({self.client!r})"
@@ -119,15 +155,18 @@ class LoopController:
         Starts a cycle when a trigger fired (and none is in progress); a cycle that waits for
         live evidence or for approvers records nothing until that changes.
         """
-        t = self._begin(policy, now_ms)
-        cycle = t.history.current
-        if cycle is None:
-            fired = self._due(t)
-            if fired is None:
-                return t.events
-            cycle = self._start(t, *fired)
-        self._advance(t, cycle)
-        return t.events
+        with self._leased(policy.model) as busy:
+            if busy is not None:
+                return [busy]
+            t = self._begin(policy, now_ms)
+            cycle = t.history.current
+            if cycle is None:
+                fired = self._due(t)
+                if fired is None:
+                    return t.events
+                cycle = self._start(t, *fired)
+            self._advance(t, cycle)
+            return t.events
 
     def trigger(
         self, policy: RetrainPolicy, reason: str, now_ms: int | None = None
@@ -135,17 +174,24 @@ class LoopController:
         """Start a cycle now (a person's decision, recorded with ``reason``) and advance it."""
         if not isinstance(reason, str) or not reason.strip():
             raise InvalidInput("a manual trigger needs a reason", field="reason")
-        t = self._begin(policy, now_ms)
-        current = t.history.current
-        if current is not None:
-            raise Conflict(
-                f"cycle {current.id} of {policy.model!r} is in progress ({current.phase}); it "
-                "must end (promoted, not promoted or failed) before another starts",
-                field="model",
-            )
-        cycle = self._start(t, {"trigger": "manual"}, reason.strip())
-        self._advance(t, cycle)
-        return t.events
+        with self._leased(policy.model) as busy:
+            if busy is not None:
+                raise Conflict(f"{busy.reason}; trigger again when it is done", field="model")
+            t = self._begin(policy, now_ms)
+            current = t.history.current
+            if current is not None:
+                raise Conflict(
+                    f"cycle {current.id} of {policy.model!r} is in progress ({current.phase}); "
+                    "it must end (promoted, not promoted or failed) before another starts",
+                    field="model",
+                )
+            cycle = self._start(t, {"trigger": "manual"}, reason.strip())
+            self._advance(t, cycle)
+            return t.events
+
+    def lease(self, model: str) -> Any:
+        """The current lease on ``model``'s loop (holder, expiry), or None when nobody holds it."""
+        return self._lease_store().get(_lease_name(model))
 
     def close(self) -> None:
         """Stop executors this controller started (a local Ray instance)."""
@@ -154,6 +200,89 @@ class LoopController:
             if callable(shutdown):
                 shutdown()
         self._executors.clear()
+
+    # -- the lease --------------------------------------------------------------------------
+
+    def _lease_store(self) -> Any:
+        if self._leases is None:
+            from loopwright.backends.sql.leases import SqlLeases
+            from loopwright.backends.sql.store import SqlTrackingStore
+
+            tracking = self.client._open()[0]
+            if not isinstance(tracking, SqlTrackingStore):
+                raise InvalidInput(
+                    "the retraining controller runs against the metadata store directly "
+                    "(a directory, sqlite:/// or postgresql+psycopg:// URI)",
+                    field="tracking_uri",
+                )
+            self._leases = SqlLeases(tracking)
+        return self._leases
+
+    @contextlib.contextmanager
+    def _leased(self, model: str) -> Iterator[LoopEvent | None]:
+        """Hold ``loop:<model>`` (renewed from a heartbeat thread) for the block; yields None,
+        or, when another controller holds it, a ``busy`` event saying who and until when."""
+        leases, name = self._lease_store(), _lease_name(model)
+        taken = leases.acquire(name, self.holder, self.lease_ttl_ms)
+        if not taken.ok:
+            held = taken.lease
+            yield LoopEvent(
+                kind="busy",
+                model=model,
+                cycle=None,
+                at_ms=_now_ms(),
+                detail={"holder": held.holder, "expires_at_ms": held.expires_at_ms},
+                reason=f"another controller ({held.holder}) holds {model!r}'s loop until "
+                f"{iso(held.expires_at_ms)}",
+            )
+            return
+        if taken.previous is not None:
+            log.warning("loop %s: took over from %s, whose lease expired at %s", model,
+                        taken.previous.holder, iso(taken.previous.expires_at_ms))  # fmt: skip
+        stop = threading.Event()
+
+        def heartbeat() -> None:
+            while not stop.wait(self.lease_ttl_ms / 3000):
+                try:
+                    if not leases.renew(name, self.holder, self.lease_ttl_ms):
+                        log.warning("loop %s: the lease was lost (this controller stalled "
+                                    "past its time to live)", model)  # fmt: skip
+                        return
+                except Exception:  # a store hiccup: try again on the next beat
+                    log.exception("loop %s: renewing the lease failed", model)
+
+        beat = threading.Thread(target=heartbeat, name=f"lease-{model}", daemon=True)
+        beat.start()
+        try:
+            yield None
+        finally:
+            stop.set()
+            beat.join()
+            try:
+                leases.release(name, self.holder)
+            except Exception:  # it expires by itself
+                log.exception("loop %s: releasing the lease failed", model)
+
+    def _orphans(self, t: _Tick, cycle: Cycle) -> None:
+        """Training runs of this cycle still RUNNING: their controller died (this one holds the
+        lease now, so nobody else is training). Mark them FAILED and say so."""
+        try:
+            experiment = self.client.get_experiment_by_name(t.policy.experiment)
+        except NotFound:
+            return
+        page = self.client.search_runs(
+            experiment.id, f"tags.lw.loop.cycle = '{cycle.id}'", max_results=10
+        )
+        for run in page.items:
+            if run.status.value != "RUNNING":
+                continue
+            why = (
+                "orphaned: its controller stopped before the run ended (this controller took "
+                f"over the loop's lease at {iso(_now_ms())})"
+            )
+            self.client.tracking.log_batch(run.id, tags={"lw.loop.orphaned": why})
+            self.client.tracking.end_run(run.id, "FAILED", error=why)
+            self._record(t, "orphaned", cycle.id, {"run_id": run.id}, why)
 
     # -- the machine ------------------------------------------------------------------------
 
@@ -297,6 +426,7 @@ class LoopController:
 
     def _train(self, t: _Tick, cycle: Cycle) -> None:
         policy = t.policy
+        self._orphans(t, cycle)
         resumed = self._finished_run(policy, cycle)
         if resumed is not None:
             self._record(t, "trained", cycle.id, resumed, "resumed: the run had finished")
@@ -889,6 +1019,10 @@ class LoopController:
         from loopwright.monitoring.service import default_log_uri
 
         return default_log_uri(self.client.tracking_uri)
+
+
+def _lease_name(model: str) -> str:
+    return f"loop:{model}"
 
 
 def _ts(ms: int) -> pd.Timestamp:

@@ -45,8 +45,11 @@ KINDS = (
     "promoted",
     "not_promoted",
     "failed",
+    "orphaned",
 )
 TERMINAL = frozenset({"promoted", "not_promoted", "failed"})
+#: Steps that say something happened without moving the cycle on (an orphaned run was marked).
+INFORMATIONAL = frozenset({"orphaned"})
 _PAGE = 1000
 
 
@@ -101,7 +104,8 @@ class Cycle:
 
     @property
     def phase(self) -> str:
-        return self.steps[-1].kind if self.steps else "idle"
+        moved = [step.kind for step in self.steps if step.kind not in INFORMATIONAL]
+        return moved[-1] if moved else "idle"
 
     @property
     def done(self) -> bool:
@@ -249,7 +253,13 @@ def describe(event: LoopEvent) -> str:
             parts.append(f"validation {d.get('metric')} {_fmt(metrics[key])}")
         return "; ".join(parts)
     if kind == "registered":
-        return f"registered {event.model}/{d.get('version')} from run {d.get('run_id')}"
+        text = f"registered {event.model}/{d.get('version')} from run {d.get('run_id')}"
+        profile = d.get("reference_profile") or {}
+        if profile.get("source") == "logged":
+            text += f"; drift reference: the labelled traffic ({profile.get('rows')} rows)"
+        return text
+    if kind == "orphaned":
+        return f"run {d.get('run_id')} marked FAILED: {event.reason}"
     if kind == "gates":
         if d.get("policy", "") is None:
             return f"gates: none (the model has no gate policy) for v{d.get('version')}"

@@ -19,7 +19,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from loopwright.automation.controller import LoopController, iso
+from loopwright.automation.controller import DEFAULT_LEASE_TTL_S, LoopController, iso
 from loopwright.automation.history import Cycle, LoopEvent, LoopHistory, describe
 from loopwright.automation.policy import RetrainPolicy
 from loopwright.cli.monitor import parse_time
@@ -44,6 +44,8 @@ _STYLE = {
     "failed": "red",
     "awaiting_approval": "cyan",
     "triggered": "bold",
+    "busy": "yellow",
+    "orphaned": "red",
 }
 
 
@@ -60,8 +62,19 @@ def _client(ctx: typer.Context) -> Client:
     return client
 
 
-def _controller(ctx: typer.Context) -> LoopController:
-    controller = LoopController(_client(ctx))
+LeaseTtl = Annotated[
+    float,
+    typer.Option(
+        "--lease-ttl",
+        min=0.1,
+        max=86_400,
+        help="Seconds this controller's lease on the model lasts without renewal.",
+    ),
+]
+
+
+def _controller(ctx: typer.Context, lease_ttl: float = DEFAULT_LEASE_TTL_S) -> LoopController:
+    controller = LoopController(_client(ctx), lease_ttl_s=lease_ttl)
     ctx.call_on_close(controller.close)
     return controller
 
@@ -112,14 +125,16 @@ def loop_run(
         float, typer.Option("--interval", min=1.0, help="Seconds between ticks.")
     ] = 60.0,
     as_json: Json = False,
+    lease_ttl: LeaseTtl = DEFAULT_LEASE_TTL_S,
 ) -> None:
     """Tick the controller: start a cycle when a trigger fired, advance the one in progress.
 
     Runs until interrupted, ticking every --interval seconds; --once (or --now) ticks once.
+    Another controller already ticking the model makes a tick print ``busy`` and do nothing.
     """
     spec = RetrainPolicy.from_file(policy)
     now_ms = parse_time(now) if now is not None else None
-    controller = _controller(ctx)
+    controller = _controller(ctx, lease_ttl)
     while True:
         events = controller.tick(spec, now_ms=now_ms)
         _print_events(ctx, events, as_json)
@@ -140,11 +155,12 @@ def loop_trigger(
     reason: Annotated[str, typer.Option("--reason", help="Why (recorded in the audit trail).")],
     now: NowOpt = None,
     as_json: Json = False,
+    lease_ttl: LeaseTtl = DEFAULT_LEASE_TTL_S,
 ) -> None:
     """Start a retraining cycle now and advance it as far as it goes."""
     spec = RetrainPolicy.from_file(policy)
     now_ms = parse_time(now) if now is not None else None
-    controller = _controller(ctx)
+    controller = _controller(ctx, lease_ttl)
     events = controller.trigger(spec, reason, now_ms=now_ms)
     _print_events(ctx, events, as_json)
     if not as_json:
@@ -159,12 +175,18 @@ def loop_status(
     as_json: Json = False,
 ) -> None:
     """The story of the model's retraining loop, from the audit trail."""
-    history = LoopController(_client(ctx)).history(model)
+    controller = LoopController(_client(ctx))
+    history = controller.history(model)
     if as_json:
         for event in history.events:
             _out(ctx).out(json.dumps(event.to_dict(), sort_keys=True, default=str))
         return
     _out(ctx).print(render_history(history, cycles))
+    lease = controller.lease(model)
+    if lease is not None and lease.expires_at_ms > time.time() * 1000:
+        _out(ctx).print(
+            f"controller {lease.holder} holds the loop (lease until {iso(lease.expires_at_ms)})"
+        )
 
 
 def render_history(history: LoopHistory, newest: int = 5) -> Any:

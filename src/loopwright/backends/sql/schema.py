@@ -288,3 +288,16 @@ audit_events = Table(
 # -- monitoring (revision 0004): its own module, registered on this metadata at import ------------
 
 from loopwright.backends.sql import schema_monitoring  # noqa: E402, F401
+
+# -- leases (revision 0005) ---------------------------------------------------------------------
+
+#: Named, expiring leases: one holder at a time (e.g. ``loop:<model>``, the retraining controller
+#: allowed to advance a model's loop). Taken by an atomic insert-or-conditional-update.
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(250), primary_key=True),
+    Column("holder", String(250), nullable=False),
+    Column("acquired_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+)
