@@ -6,6 +6,7 @@ import json
 import logging
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -22,6 +23,8 @@ from loopwright.monitoring.alerts import (
     alert_id,
     evaluate_rules,
     load_rules,
+    sign,
+    verify,
 )
 
 DAY = 86_400_000
@@ -218,7 +221,9 @@ class _Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["content-length"]))
-                receiver.requests.append({"headers": dict(self.headers), "body": json.loads(body)})
+                receiver.requests.append(
+                    {"headers": dict(self.headers), "body": json.loads(body), "raw": body}
+                )
                 status = receiver.statuses.pop(0) if receiver.statuses else 200
                 self.send_response(status)
                 self.send_header("content-type", "text/plain")
@@ -374,3 +379,58 @@ def test_the_rules_in_the_docs_parse() -> None:
     rules = load_rules(block)
     assert [r.name for r in rules] == ["auc-drop", "drift", "income-psi", "few-labels", "errors"]
     assert rules[0].notify[1].webhook == "https://hooks.example.com/loopwright"
+
+
+def test_a_signed_webhook_verifies_at_the_receiver_and_headers_come_from_the_environment(
+    notifier: Notifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ALERT_KEY", "k3y")
+    monkeypatch.setenv("PAGER_TOKEN", "t0ken")
+    with _Receiver([]) as receiver:
+        hook = _webhook(receiver.url, secret_env="ALERT_KEY",
+                        headers={"Authorization": "Bearer ${PAGER_TOKEN}"})  # fmt: skip
+        (delivery,) = notifier.notify([_fired(_rule(notify=[hook.model_dump()]))])
+    assert delivery.ok
+    (request,) = receiver.requests
+    headers = {k.lower(): v for k, v in request["headers"].items()}
+    assert headers["authorization"] == "Bearer t0ken"  # the YAML held only the variable's name
+    signature = headers["x-loopwright-signature"]
+    assert verify(b"k3y", request["raw"], signature)
+    assert not verify(b"other", request["raw"], signature)
+    assert not verify(b"k3y", request["raw"] + b" ", signature)  # a changed body
+    old = sign(b"k3y", request["raw"], at=int(time.time()) - 3600)
+    assert not verify(b"k3y", request["raw"], old)  # a replay of an hour-old request
+
+
+def test_a_missing_secret_fails_the_delivery_and_sends_nothing_unsigned(
+    notifier: Notifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ALERT_KEY", raising=False)
+    with _Receiver([]) as receiver:
+        hook = _webhook(receiver.url, secret_env="ALERT_KEY")
+        (delivery,) = notifier.notify([_fired(_rule(notify=[hook.model_dump()]))])
+    assert not delivery.ok and delivery.error is not None and "ALERT_KEY" in delivery.error
+    assert receiver.requests == []
+
+
+@pytest.mark.parametrize(
+    ("entry", "words"),
+    [
+        ({"webhook": "http://x/hook", "secret_env": "not a name"}, "secret_env"),
+        ({"webhook": "http://x/hook", "headers": {"A": "${1bad}"}}, "not a variable name"),
+        ({"log": True, "secret_env": "ALERT_KEY"}, "belong to a webhook"),
+    ],
+)
+def test_secrets_config_errors(entry: dict[str, Any], words: str) -> None:
+    with pytest.raises(ValueError, match=words):
+        Notify.model_validate(entry)
+
+
+def test_backoff_is_jittered_between_half_and_all_of_the_exponential_step() -> None:
+    slept: list[float] = []
+    with Notifier(sleep=slept.append) as notifier, _Receiver([503, 503]) as receiver:
+        notifier._jitter = lambda: 0.5
+        hook = _webhook(receiver.url, retries=2, backoff_s=0.2)
+        (delivery,) = notifier.notify([_fired(_rule(notify=[hook.model_dump()]))])
+    assert delivery.ok and delivery.attempts == 3
+    assert slept == pytest.approx([0.1, 0.2])  # 0.2 x 2**k x 0.5

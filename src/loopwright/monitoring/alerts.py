@@ -14,19 +14,30 @@ re-running a monitor over the same windows changes nothing and notifies nobody t
 
 Notifications are delivered by :class:`Notifier`: one ``key=value`` line on the logger
 ``loopwright.alerts``, and webhooks -- an HTTP POST of a JSON body, retried with exponential
-backoff on connection errors, timeouts, 5xx and 429 (never on other 4xx: the receiver said the
-request is wrong, and sending it again will not change its mind), with a bound on the attempts
-and on the total time. A delivery never raises; its result (status, attempts, error) is returned
-so the caller can store it next to the alert.
+backoff (jittered, so a receiver that comes back is not hit by every sender at once) on connection
+errors, timeouts, 5xx and 429 (never on other 4xx: the receiver said the request is wrong, and
+sending it again will not change its mind), with a bound on the attempts and on the total time.
+A delivery never raises; its result (status, attempts, error) is returned so the caller can store
+it next to the alert.
+
+Secrets never sit in the YAML: header values may name environment variables (``Authorization:
+"Bearer ${PAGER_TOKEN}"``, expanded when sending), and ``secret_env`` names the variable holding
+the key that signs every body. The signature header is
+``X-Loopwright-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(key, "<t>.<body>")>``: a receiver
+recomputes it over the raw body and refuses a wrong one, or an old ``t`` (a replay).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import math
 import operator
+import os
+import random
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -52,6 +63,8 @@ __all__ = [
     "alert_id",
     "evaluate_rules",
     "load_rules",
+    "sign",
+    "verify",
     "webhook_payload",
 ]
 
@@ -88,7 +101,8 @@ class Notify(_Strict):
 
     log: bool | None = None
     webhook: str | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict)  # values may hold ${ENV_VAR}
+    secret_env: str | None = None  # the environment variable holding the signing key
     retries: int = Field(default=3, ge=0, le=10)
     backoff_s: float = Field(default=0.5, ge=0.0, le=60.0)
     timeout_s: float = Field(default=5.0, gt=0.0, le=120.0)
@@ -101,8 +115,26 @@ class Notify(_Strict):
             raise ValueError("a webhook must be an http:// or https:// URL")
         return url
 
+    @field_validator("secret_env")
+    @classmethod
+    def _env_name(cls, name: str | None) -> str | None:
+        if name is not None and not _ENV_NAME.fullmatch(name):
+            raise ValueError("secret_env must name an environment variable, e.g. ALERT_SECRET")
+        return name
+
+    @field_validator("headers")
+    @classmethod
+    def _env_refs(cls, headers: dict[str, str]) -> dict[str, str]:
+        for name, value in headers.items():
+            for ref in _ENV_REF.findall(value):
+                if not _ENV_NAME.fullmatch(ref):
+                    raise ValueError(f"header {name!r}: ${{{ref}}} is not a variable name")
+        return headers
+
     @model_validator(mode="after")
     def _one_target(self) -> Notify:
+        if self.webhook is None and (self.headers or self.secret_env):
+            raise ValueError("headers and secret_env belong to a webhook")
         if (self.webhook is None) == (self.log is None):
             raise ValueError("give exactly one of 'log: true' or 'webhook: <url>'")
         if self.log is False:
@@ -418,6 +450,8 @@ class Notifier:
         self._owns_client = client is None
         self._sleep = sleep
         self._clock = clock
+        #: A factor in [0.5, 1] on each backoff (senders retrying together spread out).
+        self._jitter: Callable[[], float] = lambda: random.uniform(0.5, 1.0)
 
     def __enter__(self) -> Notifier:
         return self
@@ -481,8 +515,10 @@ class Notifier:
             "user-agent": "loopwright-alerts",
             "x-loopwright-alert-id": alert.id,
             "idempotency-key": f"{alert.id}:{action}",
-            **target.headers,
+            **{name: _expand(value) for name, value in target.headers.items()},
         }
+        if target.secret_env is not None:
+            headers["x-loopwright-signature"] = sign(_secret(target.secret_env), content)
         deadline = self._clock() + target.max_total_s
         status: int | None = None
         error: str | None = None
@@ -508,7 +544,7 @@ class Notifier:
                 wait_hint = _retry_after(response)
             if attempt > target.retries:
                 break
-            delay = max(target.backoff_s * 2 ** (attempt - 1), wait_hint)
+            delay = max(target.backoff_s * 2 ** (attempt - 1) * self._jitter(), wait_hint)
             if self._clock() + delay >= deadline:
                 error += f" (gave up: next attempt would pass max_total_s={target.max_total_s:g})"
                 break
@@ -521,6 +557,52 @@ class Notifier:
             _kv(error),
         )
         return Delivery(url, "webhook", alert.id, action, False, attempt, status, error)
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ENV_REF = re.compile(r"\$\{([^}]*)\}")
+
+
+def _expand(value: str) -> str:
+    """``${NAME}`` replaced by the environment variable (a missing one is an error: a header
+    sent with the placeholder would fail at the receiver, later and less clearly)."""
+
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise InvalidInput(f"environment variable {name} (a webhook header) is not set",
+                               field="headers")  # fmt: skip
+        return os.environ[name]
+
+    return _ENV_REF.sub(one, value)
+
+
+def _secret(name: str) -> bytes:
+    secret = os.environ.get(name, "")
+    if not secret:
+        raise InvalidInput(f"environment variable {name} (the webhook's secret_env) is not set",
+                           field="secret_env")  # fmt: skip
+    return secret.encode()
+
+
+def sign(key: bytes, body: bytes, at: int | None = None) -> str:
+    """The ``X-Loopwright-Signature`` value for ``body`` (see the module docstring)."""
+    t = int(time.time()) if at is None else int(at)
+    mac = hmac.new(key, f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={t},v1={mac}"
+
+
+def verify(key: bytes, body: bytes, header: str, *, tolerance_s: int = 300) -> bool:
+    """What a receiver does: the signature matches ``body`` and ``t`` is recent."""
+    parts = dict(p.split("=", 1) for p in header.split(",") if "=" in p)
+    try:
+        t = int(parts["t"])
+    except (KeyError, ValueError):
+        return False
+    if abs(time.time() - t) > tolerance_s:
+        return False
+    expected = sign(key, body, at=t).split("v1=", 1)[1]
+    return hmac.compare_digest(expected, parts.get("v1", ""))
 
 
 def _retry_after(response: httpx.Response) -> float:
