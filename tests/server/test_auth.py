@@ -112,7 +112,9 @@ def approve(client: httpx.Client, headers: dict[str, str], request_id: str) -> h
 
 
 def test_a_missing_token_is_a_401_saying_how_to_send_one(client: httpx.Client) -> None:
-    error = error_of(client.get(f"{API}/experiments"), 401, "UNAUTHENTICATED")
+    refused = client.get(f"{API}/experiments")
+    assert refused.headers["www-authenticate"] == 'Bearer realm="loopwright"'
+    error = error_of(refused, 401, "UNAUTHENTICATED")
     assert "Authorization: Bearer" in error["message"]
 
 

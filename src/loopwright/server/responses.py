@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
-from loopwright.errors import LoopwrightError, http_status
+from loopwright.errors import LoopwrightError, Unauthenticated, http_status
 
 
 def json_response(content: Any, status_code: int = 200) -> Response:
@@ -18,5 +18,9 @@ def json_response(content: Any, status_code: int = 200) -> Response:
 
 
 def error_response(exc: LoopwrightError) -> Response:
-    """``{"error": {"code", "message", "field"?, "details"?}}`` with the status from the table."""
-    return json_response({"error": exc.to_dict()}, http_status(exc))
+    """``{"error": {"code", "message", "field"?, "details"?}}`` with the status from the table;
+    a 401 also says how to authenticate (``WWW-Authenticate``, RFC 9110)."""
+    response = json_response({"error": exc.to_dict()}, http_status(exc))
+    if isinstance(exc, Unauthenticated):
+        response.headers["WWW-Authenticate"] = 'Bearer realm="loopwright"'
+    return response
