@@ -75,7 +75,21 @@ def upgrade(engine: Engine, dialect: Dialect, revision: str = "head") -> tuple[s
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
         after = current_revision(conn)
+    if after != before:
+        analyze(engine)
     return before, after or ""
+
+
+def analyze(engine: Engine) -> None:
+    """Refresh the planner's statistics after a schema change.
+
+    Why: PostgreSQL has no statistics for tables and indexes a migration just made until
+    autovacuum gets to them, and until then the first searches can pick poor plans; SQLite never
+    gathers them unless asked. ``ANALYZE`` is cheap next to the migration itself.
+    """
+    with engine.connect() as conn:
+        conn.exec_driver_sql("ANALYZE")
+        conn.commit()
 
 
 def _has_tables(conn: Connection) -> bool:
