@@ -114,3 +114,47 @@ def test_100k_points_through_the_route(tracking: Any, artifacts: Any) -> None:
         rest.log_batch(run_id, points)
         history = rest.get_metric_history(run_id, "loss")
     assert len(history) == n and history[-1] == points[-1]
+
+
+class _LostAnswers(httpx.BaseTransport):
+    """Delivers every request to the real app, but loses the answer of the first ``lose``
+    batch POSTs (a read timeout after the server applied them), as a flaky network does."""
+
+    def __init__(self, inner: httpx.BaseTransport, lose: int) -> None:
+        self.inner, self.lose, self.batch_keys = inner, lose, []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        if request.method == "POST" and request.url.path.endswith("/batch"):
+            self.batch_keys.append(request.headers.get("idempotency-key"))
+            if self.lose > 0:
+                self.lose -= 1
+                response.read()
+                raise httpx.ReadTimeout("the answer was lost", request=request)
+        return response
+
+
+def test_a_batch_whose_answer_was_lost_is_resent_and_applied_once(
+    client: httpx.Client, run_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import loopwright.backends.rest.store as rest_store
+
+    monkeypatch.setattr(rest_store, "BACKOFF_S", 0.0)
+    lossy = _LostAnswers(client._transport, lose=2)  # the app behind the test client
+    flaky = httpx.Client(transport=lossy, base_url=str(client.base_url))
+    rest = RestTrackingStore(BASE_URL, client=flaky)
+    points = [Metric("loss", 1.0 / (i + 1), i, 1_700_000_000_000 + i) for i in range(5)]
+    rest.log_batch(run_id, points)
+
+    assert len(lossy.batch_keys) == 3 and len(set(lossy.batch_keys)) == 1  # resent, one key
+    history = rest.get_metric_history(run_id, "loss")
+    assert [m.step for m in history] == [0, 1, 2, 3, 4]  # applied once, not three times
+    rest.log_batch(run_id, points[:1])  # a new batch gets a new key: applied again
+    assert len(rest.get_metric_history(run_id, "loss")) == 6
+    flaky.close()
+
+
+def test_a_batch_key_is_validated(rest: RestTrackingStore, run_id: str) -> None:
+    with pytest.raises(InvalidInput) as err:
+        rest.log_batch(run_id, [Metric("a", 1.0, 0, 1)], idempotency_key="x")
+    assert err.value.field == "idempotency_key"

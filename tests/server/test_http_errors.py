@@ -140,12 +140,24 @@ def test_transport_errors_become_storeunavailable_and_reads_are_retried() -> Non
 
 
 @pytest.mark.usefixtures("no_backoff")
-def test_a_sent_batch_is_never_retried() -> None:
-    """The server may have logged it: a second send would duplicate every point."""
+def test_a_sent_post_is_never_retried_but_a_keyed_batch_is_resent_under_its_key() -> None:
+    """The server may have applied a POST: sending it again could do it twice. A metric batch
+    carries an idempotency key the server applies once, so it alone is resent."""
     calls: list[str] = []
     with pytest.raises(StoreUnavailable):
-        _failing_store(httpx.ReadError, calls).log_batch(uuid.uuid4().hex, params={"a": "b"})
+        _failing_store(httpx.ReadError, calls).create_experiment("e")
     assert calls == ["POST"]
+
+    keys: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        keys.append(request.headers.get("idempotency-key"))
+        raise httpx.ReadError("boom", request=request)
+
+    store = RestTrackingStore(BASE_URL, client=httpx.Client(transport=httpx.MockTransport(handler)))
+    with pytest.raises(StoreUnavailable):
+        store.log_batch(uuid.uuid4().hex, params={"a": "b"})
+    assert len(keys) == rest_store.RETRIES + 1 and len(set(keys)) == 1 and keys[0]
 
 
 @pytest.mark.usefixtures("no_backoff")

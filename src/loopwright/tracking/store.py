@@ -71,8 +71,13 @@ class TrackingStore(Protocol):
         metrics: Sequence[Metric] = (),
         params: dict[str, str] | None = None,
         tags: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
     ) -> None:
-        """Append metrics, set params and tags in one transaction, and refresh the heartbeat."""
+        """Append metrics, set params and tags in one transaction, and refresh the heartbeat.
+
+        With ``idempotency_key``, a batch whose key was already applied is not applied again
+        (what makes a batch safe to resend when its answer was lost).
+        """
         ...
 
     def get_metric_history(self, run_id: str, key: str) -> list[Metric]: ...

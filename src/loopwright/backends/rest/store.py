@@ -9,8 +9,9 @@ The ``httpx.Client`` is injectable (STYLE habit 3): Starlette's ``TestClient`` i
 the whole REST path in-process.
 
 Retries: idempotent requests (GET, HEAD, blob PUT) are retried on transport errors and on 502-504
-with exponential backoff. POSTs are retried only when the connection was never made, because a
-metric batch sent twice would be logged twice.
+with exponential backoff. POSTs are retried only when the connection was never made, because
+they are not idempotent, except those carrying an ``Idempotency-Key``: a metric batch gets a fresh
+key, and the server applies a key once, so a batch whose answer was lost is resent safely.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import hashlib
 import io
 import os
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, BinaryIO, cast
 from urllib.parse import quote
@@ -146,16 +148,17 @@ class _Http:
 
     def send(self, method: str, url: str, *, content: Content = None, **kw: Any) -> httpx.Response:
         kw["headers"] = {**self.headers, **(kw.get("headers") or {})}
+        keyed = "idempotency-key" in kw["headers"]  # the server applies such a request once
         for attempt in range(RETRIES + 1):
             body = content() if callable(content) else content
             try:
                 with _translate(method, url):
                     response = self.client.request(method, url, content=body, **kw)
             except StoreUnavailable as exc:
-                if attempt == RETRIES or not _retryable(method, exc.__cause__):
+                if attempt == RETRIES or not _retryable(method, exc.__cause__, keyed):
                     raise
             else:
-                if attempt == RETRIES or not _retry_status(method, response):
+                if attempt == RETRIES or not _retry_status(method, response, keyed):
                     _raise_for_error(response)
                     return response
             time.sleep(BACKOFF_S * 2**attempt)
@@ -174,12 +177,12 @@ class _Http:
             self.client.close()
 
 
-def _retryable(method: str, cause: BaseException | None) -> bool:
-    return method in _IDEMPOTENT or isinstance(cause, _NOT_SENT)
+def _retryable(method: str, cause: BaseException | None, keyed: bool = False) -> bool:
+    return method in _IDEMPOTENT or keyed or isinstance(cause, _NOT_SENT)
 
 
-def _retry_status(method: str, response: httpx.Response) -> bool:
-    return method in _IDEMPOTENT and response.status_code in _RETRY_STATUS
+def _retry_status(method: str, response: httpx.Response, keyed: bool = False) -> bool:
+    return (method in _IDEMPOTENT or keyed) and response.status_code in _RETRY_STATUS
 
 
 class RestTrackingStore:
@@ -255,14 +258,17 @@ class RestTrackingStore:
         metrics: Sequence[Metric] = (),
         params: dict[str, str] | None = None,
         tags: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
     ) -> None:
-        """Columnar and orjson-encoded; never retried once sent (the points would duplicate)."""
+        """Columnar and orjson-encoded; resent on a lost answer under one idempotency key, so
+        the server applies it once."""
         try:
             body = wire.batch_to_json(metrics, params, tags)
         except (TypeError, ValueError):
             validation.metric_rows(run_id, metrics)  # raises InvalidInput naming the bad point
             raise
-        headers = {"content-type": "application/json"}
+        key = idempotency_key or uuid.uuid4().hex
+        headers = {"content-type": "application/json", "idempotency-key": key}
         self._http.send(
             "POST", self._http.url("runs", run_id, "batch"), content=body, headers=headers
         )

@@ -301,3 +301,16 @@ leases = Table(
     Column("acquired_at", BigInteger, nullable=False),
     Column("expires_at", BigInteger, nullable=False),
 )
+
+# -- batch keys (revision 0006) ------------------------------------------------------------------
+
+#: Idempotency keys of applied metric batches: a batch retried after its answer was lost is
+#: recognised by its key and not applied twice. Recorded in the batch's own transaction.
+batch_keys = Table(
+    "batch_keys",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("run_id", ID, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index(None, "created_at"),
+)

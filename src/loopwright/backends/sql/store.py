@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
+import random
+import re
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -44,6 +46,9 @@ from loopwright.tracking.entities import (
 )
 
 MAX_RESULTS = 50_000
+#: Batch idempotency keys are kept this long (a retry comes within seconds; a week is plenty).
+KEY_TTL_MS = 7 * 86_400_000
+_BATCH_KEY = re.compile(r"[A-Za-z0-9_-]{8,64}")
 
 
 def now_ms() -> int:
@@ -291,13 +296,21 @@ class SqlTrackingStore:
         metrics: Sequence[Metric] = (),
         params: dict[str, str] | None = None,
         tags: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
     ) -> None:
         v.identifier("run_id", run_id)
         params = v.string_map("params", params)
         tags = v.string_map("tags", tags)
         rows = v.metric_rows(run_id, metrics)
+        if idempotency_key is not None and not _BATCH_KEY.fullmatch(str(idempotency_key)):
+            raise InvalidInput(
+                "an idempotency key must be 8-64 letters, digits, '-' or '_'",
+                field="idempotency_key",
+            )
         with self._write() as conn:
             self._require_run(conn, run_id)
+            if idempotency_key is not None and not self._claim_key(conn, idempotency_key, run_id):
+                return  # applied before, in the transaction that recorded the key
             if params:
                 self._insert_params(conn, run_id, params)
             if tags:
@@ -314,6 +327,16 @@ class SqlTrackingStore:
                 conn.exec_driver_sql(sql, rows)
                 self._update_latest(conn, rows)
             conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(heartbeat_at=now_ms()))
+
+    def _claim_key(self, conn: Connection, key: str, run_id: str) -> bool:
+        """Record ``key`` with this batch; False when a batch already did (nothing to apply)."""
+        now = now_ms()
+        stmt: Any = self.dialect.insert(t.batch_keys).values(key=key, run_id=run_id, created_at=now)
+        stmt = stmt.on_conflict_do_nothing(index_elements=[t.batch_keys.c.key])
+        claimed = conn.execute(stmt.returning(t.batch_keys.c.key)).first() is not None
+        if claimed and random.random() < 0.01:  # now and then, forget keys no retry can send
+            conn.execute(delete(t.batch_keys).where(t.batch_keys.c.created_at < now - KEY_TTL_MS))
+        return claimed
 
     def _insert_params(self, conn: Connection, run_id: str, params: dict[str, str]) -> None:
         existing = dict(

@@ -68,16 +68,19 @@ def resume_run(run_id: str, tracking: Tracking) -> dict[str, Any]:
     dependencies=WRITE,
 )
 async def log_batch(run_id: str, request: Request, tracking: Tracking) -> Response:
-    """Columnar metrics plus params and tags, in one store transaction."""
+    """Columnar metrics plus params and tags, in one store transaction; with an
+    ``Idempotency-Key`` header, a batch sent again (its answer was lost) is applied once."""
     body = await request.body()
-    await run_in_threadpool(_ingest, tracking, run_id, body)
+    key = request.headers.get("idempotency-key")
+    await run_in_threadpool(_ingest, tracking, run_id, body, key)
     return Response(status_code=204)
 
 
-def _ingest(tracking: TrackingStore, run_id: str, body: bytes) -> None:
-    """Parsing 100k points takes milliseconds: do it off the event loop, with the store call."""
+def _ingest(tracking: TrackingStore, run_id: str, body: bytes, key: str | None = None) -> None:
+    """Parsing 100k points takes milliseconds: do it off the event loop, with the store call.
+    ``key``: the request's ``Idempotency-Key`` (a resent batch is applied once)."""
     metrics, params, tags = wire.parse_batch(body)
-    tracking.log_batch(run_id, metrics, params, tags)
+    tracking.log_batch(run_id, metrics, params, tags, idempotency_key=key)
 
 
 @router.get("/runs/{run_id}/metric-history", response_model=MetricHistory, dependencies=READ)
