@@ -19,7 +19,7 @@ from tests.serving.test_app import Store, register_store
 from typer.testing import CliRunner, Result
 
 from loopwright.cli.main import app
-from loopwright.serving.deployment import DeploymentSpec
+from loopwright.serving.deployment import Canary, DeploymentSpec
 from loopwright.serving.emit import (
     DEPLOYMENT_FILE_ENV,
     EmitOptions,
@@ -123,6 +123,7 @@ def test_a_password_goes_to_a_secret_never_into_the_files() -> None:
     assert secrets["LOOPWRIGHT_TRACKING_URI"] == {"name": "churn-api-loopwright",
                                                   "key": "tracking-uri"}  # fmt: skip
     assert secrets["LOOPWRIGHT_TOKEN"]["key"] == "token"
+    assert "LOOPWRIGHT_SERVING_TOKEN" not in secrets  # not asked for
     install = _instructions(files["Dockerfile"])["RUN"][0]
     assert "loopwright[postgres,s3,xgboost]==" in install  # flavor, store and log URI extras
     assert any("password" in note for note in emit_notes(spec, routes, options))
@@ -190,7 +191,8 @@ def test_dockerfile_runs_the_same_server_on_the_spec_it_copies(
 def test_emit_flags_reach_the_files(store: Store, spec_file: Path, tmp_path: Path) -> None:
     result = deploy(store, str(spec_file), "--emit", "docker", "--emit", "kserve",
                     "--out", str(tmp_path / "out"), "--image", "registry.example/churn:7",
-                    "--workers", "3", "--trusted", "--pip", "lightgbm==4.5.0")  # fmt: skip
+                    "--workers", "3", "--trusted", "--pip", "lightgbm==4.5.0",
+                    "--steering-token")  # fmt: skip
     assert result.exit_code == 0, result.output
     out = tmp_path / "out"
     assert sorted(p.name for p in out.iterdir()) == [
@@ -204,6 +206,8 @@ def test_emit_flags_reach_the_files(store: Store, spec_file: Path, tmp_path: Pat
     container = isvc["spec"]["predictor"]["containers"][0]
     assert container["image"] == "registry.example/churn:7"
     assert container["args"] == argv[1:]
+    secret_refs = {e["name"] for e in container["env"] if "valueFrom" in e}
+    assert "LOOPWRIGHT_SERVING_TOKEN" in secret_refs
 
 
 # -- refusals -------------------------------------------------------------------------------
@@ -227,7 +231,9 @@ def test_a_non_empty_directory_needs_force(store: Store, spec_file: Path, tmp_pa
     assert (out / "Dockerfile").exists() and (out / "notes.txt").read_text() == "mine"
 
 
-@pytest.mark.parametrize("args", [["--out", "x"], ["--image", "i:1"], ["--force"]])
+@pytest.mark.parametrize(
+    "args", [["--out", "x"], ["--image", "i:1"], ["--force"], ["--steering-token"]]
+)
 def test_emit_options_without_emit_are_refused(
     store: Store, spec_file: Path, args: list[str]
 ) -> None:
@@ -251,3 +257,18 @@ def test_pickled_flavors_warn_without_trusted() -> None:
     assert any("--trusted" in n for n in notes) and any("--pip" in n for n in notes)
     run = _instructions(emit_docker(spec, routes, EmitOptions())["Dockerfile"])["RUN"][0]
     assert "cloudpickle" in run
+
+
+def test_a_steering_token_comes_from_the_secret_and_an_open_canary_is_pointed_out() -> None:
+    spec = DeploymentSpec.from_yaml(SPEC).model_copy(
+        update={"canary": Canary(ref="challenger", weight=0.1)}
+    )
+    routes = [RouteTarget("champion", "churn@champion", 1, "sklearn", "sha256:" + "0" * 64)]
+    guarded = EmitOptions(steering_token=True)
+    files = emit_kserve(spec, routes, guarded)
+    container = yaml.safe_load(files["inferenceservice.yaml"])["spec"]["predictor"]["containers"][0]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
+    assert refs["LOOPWRIGHT_SERVING_TOKEN"] == {"name": "churn-api-loopwright",
+                                                "key": "serving-token"}  # fmt: skip
+    assert any("steering token" in n for n in emit_notes(spec, routes, guarded))
+    assert any("--steering-token" in n for n in emit_notes(spec, routes, EmitOptions()))

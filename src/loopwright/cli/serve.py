@@ -128,6 +128,14 @@ def deploy(
         list[str] | None,
         typer.Option("--pip", help="Another pip requirement for the image (repeatable)."),
     ] = None,
+    steering_token: Annotated[
+        bool,
+        typer.Option(
+            "--steering-token",
+            help="--emit: the server requires LOOPWRIGHT_SERVING_TOKEN on /canary/* "
+            "(KServe: from the deployment's Secret).",
+        ),
+    ] = False,
 ) -> None:
     """Serve a deployment: champion, optional canary and shadows, as the YAML declares."""
     from loopwright.serving.deployment import DeploymentSpec
@@ -136,9 +144,11 @@ def deploy(
     if emit:
         targets = list(dict.fromkeys(t.value for t in emit))
         emit_files(ctx, spec, targets, out=out, force=force, image=image, workers=workers,
-                   trusted=trusted, pip=pip or [])  # fmt: skip
+                   trusted=trusted, pip=pip or [], steering_token=steering_token)  # fmt: skip
         return
-    for flag, value in (("--out", out), ("--force", force), ("--image", image), ("--pip", pip)):
+    flags = (("--out", out), ("--force", force), ("--image", image), ("--pip", pip),
+             ("--steering-token", steering_token))  # fmt: skip
+    for flag, value in flags:
         if value:
             raise InvalidInput(f"{flag} only applies with --emit", field=flag)
     run_deployment(_settings(ctx), spec, host, port, workers, trusted)
@@ -155,6 +165,7 @@ def emit_files(
     workers: int,
     trusted: bool,
     pip: list[str],
+    steering_token: bool = False,
 ) -> list[Path]:
     """Resolve every route (the files name their flavors and versions), then write the files."""
     from loopwright.client import Client
@@ -175,6 +186,7 @@ def emit_files(
         trusted=trusted,
         packages=tuple(pip),
         token=settings.token is not None,
+        steering_token=steering_token,
     )
     files = emitter.emit(targets, spec, routes, options)
     directory = out or Path(f"{emitter.kubernetes_name(spec.name)}-deploy")

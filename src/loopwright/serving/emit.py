@@ -113,6 +113,7 @@ class EmitOptions:
     trusted: bool = False
     packages: tuple[str, ...] = ()  # more pip requirements (a pyfunc model's own libraries)
     token: bool = False  # the server needs an API token (KServe: from the Secret)
+    steering_token: bool = False  # /canary/* need LOOPWRIGHT_SERVING_TOKEN (from the Secret)
     cpu_request: str = "1"
     memory_request: str = "1Gi"
     cpu_limit: str = "2"
@@ -224,6 +225,17 @@ def emit_notes(spec: Any, routes: Sequence[RouteTarget], options: EmitOptions) -
             f"routes use the {', '.join(untrusted)} flavor, which loads only with --trusted: "
             "the server will refuse them unless you emit with --trusted"
         )
+    if options.steering_token:
+        notes.append(
+            "the canary routes need the steering token: pass LOOPWRIGHT_SERVING_TOKEN at run "
+            f"time (docker run -e ...; KServe: the Secret {kubernetes_name(spec.name)}-loopwright, "
+            "key serving-token); `loopwright deployments promote|rollback --token` sends it"
+        )
+    elif spec.canary is not None:
+        notes.append(
+            "the canary routes (/canary/promote, /canary/rollback) are open to whoever reaches "
+            "the port: emit with --steering-token to require a token"
+        )
     if untrusted and not options.packages:
         notes.append("pickled models need their own libraries in the image: add them with --pip")
     if spec.log.enabled and not spec.log.uri and not _is_local(options.tracking_uri):
@@ -322,6 +334,8 @@ def emit_kserve(spec: Any, routes: Sequence[RouteTarget], options: EmitOptions) 
         env.append(_secret_env("LOOPWRIGHT_TRACKING_URI", secret, "tracking-uri"))
     if options.token:
         env.append(_secret_env("LOOPWRIGHT_TOKEN", secret, "token"))
+    if options.steering_token:
+        env.append(_secret_env("LOOPWRIGHT_SERVING_TOKEN", secret, "serving-token"))
     container = {
         "name": "kserve-container",
         "image": options.image or default_image(spec),
